@@ -1,0 +1,61 @@
+"""Dialect ``v2`` (document 000): ``POST /api/v2/events`` and ``/api/v2/events/batch``.
+
+Unknown top-level fields are rejected (400 naming the field): a typo such as ``ocurred_at``
+would otherwise silently become "now". Free-form data belongs in ``properties``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+
+from eventpipe.dialects.common import check_id, decode, from_name_error, to_ms
+from eventpipe.errors import InvalidEvent
+from eventpipe.event import ParsedEvent
+from eventpipe.naming import InvalidName, normalize
+
+SubjectType = Literal["user", "account", "subscription"]
+
+
+class V2Event(msgspec.Struct, forbid_unknown_fields=True):
+    event: str | None = None
+    event_type: str | None = None
+    action: str | None = None
+    subject_type: SubjectType | None = None
+    subject_id: str | None = None
+    occurred_at: datetime | None = None
+    properties: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    external_id: str | None = None
+
+
+class V2Batch(msgspec.Struct, forbid_unknown_fields=True):
+    events: list[msgspec.Raw]
+
+
+def parse(payload: bytes, received_at_ms: int) -> ParsedEvent:
+    """Parse one v2 event; raises ``InvalidEvent`` naming the field."""
+    ev = decode(payload, V2Event)
+    try:
+        name = normalize(event=ev.event, event_type=ev.event_type, action=ev.action)
+    except InvalidName as exc:
+        raise from_name_error(exc) from None
+    if ev.properties is not None and ev.metadata is not None:
+        raise InvalidEvent("give 'properties' or its alias 'metadata', not both", field="metadata")
+    occurred = received_at_ms if ev.occurred_at is None else to_ms(ev.occurred_at, "occurred_at")
+    return ParsedEvent(
+        name=name,
+        occurred_at_ms=occurred,
+        external_id=check_id(ev.external_id, "external_id"),
+        subject_type=ev.subject_type,
+        subject_id=check_id(ev.subject_id, "subject_id"),
+        user_id=check_id(ev.subject_id, "subject_id") if ev.subject_type == "user" else None,
+        properties=ev.properties if ev.properties is not None else (ev.metadata or {}),
+    )
+
+
+def split_batch(body: bytes) -> list[msgspec.Raw]:
+    """The events of a batch body, each as the exact bytes the client sent."""
+    return decode(body, V2Batch).events

@@ -1,0 +1,60 @@
+"""Errors that carry their context, and the one place they map to HTTP statuses.
+
+    EventpipeError
+    ├── InvalidEvent        400  one event broke a rule (field + reason)
+    │   └── PayloadTooLarge 413  body over the configured limit
+    ├── Unauthorized        401  missing, malformed or unknown API key
+    ├── RateLimited         429  workspace over its per-minute budget (Retry-After)
+    └── Unavailable         503  Kafka did not acknowledge in time (Retry-After)
+"""
+
+from __future__ import annotations
+
+
+class EventpipeError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def body(self) -> dict[str, object]:
+        out: dict[str, object] = {"error": self.code, "message": self.message}
+        if self.field is not None:
+            out["field"] = self.field
+        return out
+
+
+class InvalidEvent(EventpipeError):
+    status = 400
+    code = "validation_error"
+
+
+class PayloadTooLarge(InvalidEvent):
+    status = 413
+    code = "payload_too_large"
+
+
+class Unauthorized(EventpipeError):
+    status = 401
+    code = "unauthorized"
+
+
+class RateLimited(EventpipeError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unavailable(EventpipeError):
+    status = 503
+    code = "unavailable"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -1,0 +1,116 @@
+"""Event name normalization: the one place the naming rules are written.
+
+Used by the edge (for its synchronous answer) and by the agents (authoritatively, on replay too).
+
+Rules (document ``000``):
+
+* **preferred**: ``event_type`` + ``action`` given separately.
+* **unified**: one ``event`` string split into ``event_type`` and ``action``. Explicit separators
+  win over the underscore: the name is split at the first ``.`` or ``:`` if it has one, otherwise
+  at the first ``_``. So ``user.signed_up`` -> (user, signed_up), ``billing:invoice_paid`` ->
+  (billing, invoice_paid), ``project_created`` -> (project, created), and the ambiguous
+  ``user_profile.updated`` -> (user_profile, updated) rather than the invalid
+  (user, profile.updated) a blind "first of . : _" would give. A name with no separator at all
+  (``signup``) is rejected: it has no action.
+* **legacy**: a flat ``event_type`` with no ``action``, split at its first ``_``
+  (``project_created`` -> (project, created)); answered with deprecation headers.
+
+Both parts must match ``^[a-z][a-z0-9_]*$`` and be at most ``MAX_PART_LENGTH`` characters; the
+canonical name is ``f"{event_type}_{action}"``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+SNAKE_CASE = re.compile(r"^[a-z][a-z0-9_]*$")
+MAX_PART_LENGTH = 64
+SUNSET = "2026-09-01"
+
+
+class NameFormat(StrEnum):
+    PREFERRED = "preferred"
+    UNIFIED = "unified"
+    LEGACY = "legacy"
+
+
+class InvalidName(ValueError):
+    """A name that breaks the rules; ``field`` says which request field carried it."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class EventName:
+    event_type: str
+    action: str
+    format: NameFormat
+
+    @property
+    def canonical(self) -> str:
+        return f"{self.event_type}_{self.action}"
+
+    @property
+    def deprecated(self) -> bool:
+        return self.format is NameFormat.LEGACY
+
+
+def _check_part(field: str, label: str, value: str) -> str:
+    if not value:
+        raise InvalidName(field, f"{label} is empty")
+    if len(value) > MAX_PART_LENGTH:
+        raise InvalidName(field, f"{label} is longer than {MAX_PART_LENGTH} characters")
+    if not SNAKE_CASE.match(value):
+        raise InvalidName(field, f"{label} {value!r} must match ^[a-z][a-z0-9_]*$")
+    return value
+
+
+def split_unified(name: str, field: str = "event") -> tuple[str, str]:
+    """Split a one-string name into (event_type, action) by the rule in the module docstring."""
+    cut = -1
+    for sep in (".", ":"):
+        i = name.find(sep)
+        if i != -1 and (cut == -1 or i < cut):
+            cut = i
+    if cut == -1:
+        cut = name.find("_")
+    if cut == -1:
+        raise InvalidName(field, f"{name!r} has no separator ('.', ':' or '_') between noun and verb")
+    return (
+        _check_part(field, "event_type", name[:cut]),
+        _check_part(field, "action", name[cut + 1 :]),
+    )
+
+
+def normalize(
+    *, event: str | None = None, event_type: str | None = None, action: str | None = None
+) -> EventName:
+    """Resolve the three naming formats of dialect v2 (and the one-string names of v1/named)."""
+    if event is not None:
+        if event_type is not None or action is not None:
+            field = "event_type" if event_type is not None else "action"
+            raise InvalidName(field, "give either 'event' or 'event_type' (+ 'action'), not both")
+        et, act = split_unified(event, "event")
+        return EventName(et, act, NameFormat.UNIFIED)
+    if event_type is None:
+        raise InvalidName("event", "one of 'event' or 'event_type' is required")
+    if action is not None:
+        return EventName(
+            _check_part("event_type", "event_type", event_type),
+            _check_part("action", "action", action),
+            NameFormat.PREFERRED,
+        )
+    _check_part("event_type", "event_type", event_type)
+    cut = event_type.find("_")
+    if cut == -1:
+        raise InvalidName("action", f"event_type {event_type!r} has no action and no '_' to split")
+    return EventName(
+        _check_part("event_type", "event_type", event_type[:cut]),
+        _check_part("event_type", "action", event_type[cut + 1 :]),
+        NameFormat.LEGACY,
+    )

@@ -1,0 +1,45 @@
+"""Every Kafka topic the pipeline uses, named once.
+
+Keys: ``events.raw`` is keyed by the dedupe key (so one key always meets one table partition),
+``events.deduped`` by the identity key, ``events.clean`` by event id. The edge produces with the
+murmur2 partitioner so its keys land where Faust (aiokafka) and Java clients expect them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eventpipe.settings import Settings
+
+RAW = "events.raw"
+DEDUPED = "events.deduped"
+CLEAN = "events.clean"
+IDENTITIES = "identities"
+REJECTED = "events.rejected"
+
+ALL = (RAW, DEDUPED, CLEAN, IDENTITIES, REJECTED)
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """Topic names with the configured prefix applied; build one from settings and pass it on."""
+
+    raw: str
+    deduped: str
+    clean: str
+    identities: str
+    rejected: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TopicNames:
+        p = settings.topic_prefix
+        return cls(
+            raw=p + RAW,
+            deduped=p + DEDUPED,
+            clean=p + CLEAN,
+            identities=p + IDENTITIES,
+            rejected=p + REJECTED,
+        )
+
+    def all(self) -> tuple[str, ...]:
+        return (self.raw, self.deduped, self.clean, self.identities, self.rejected)
