@@ -44,7 +44,7 @@ def _load() -> list[_Schema]:
         parsed = fastavro.parse_schema(raw)
         pcf = fastavro.schema.to_parsing_canonical_form(raw)
         fp = bytes.fromhex(fastavro.schema.fingerprint(pcf, "CRC-64-AVRO"))
-        out.append(_Schema(parsed["name"], int(v), parsed, fp))
+        out.append(_Schema(f"{raw['namespace']}.{raw['name']}", int(v), parsed, fp))
     return out
 
 

@@ -1,11 +1,11 @@
 """Errors that carry their context, and the one place they map to HTTP statuses.
 
-    EventpipeError
-    ├── InvalidEvent        400  one event broke a rule (field + reason)
-    │   └── PayloadTooLarge 413  body over the configured limit
-    ├── Unauthorized        401  missing, malformed or unknown API key
-    ├── RateLimited         429  workspace over its per-minute budget (Retry-After)
-    └── Unavailable         503  Kafka did not acknowledge in time (Retry-After)
+EventpipeError
+├── InvalidEvent        400  one event broke a rule (field + reason)
+│   └── PayloadTooLarge 413  body over the configured limit
+├── Unauthorized        401  missing, malformed or unknown API key
+├── RateLimited         429  workspace over its per-minute budget (Retry-After)
+└── Unavailable         503  Kafka did not acknowledge in time (Retry-After)
 """
 
 from __future__ import annotations
@@ -19,6 +19,11 @@ class EventpipeError(Exception):
         super().__init__(message)
         self.message = message
         self.field = field
+
+    def with_field(self, field: str) -> EventpipeError:
+        """The same error, reported against the request field that carried the value."""
+        self.field = field
+        return self
 
     def body(self) -> dict[str, object]:
         out: dict[str, object] = {"error": self.code, "message": self.message}

@@ -7,7 +7,7 @@ from typing import Any
 
 import structlog
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from eventpipe.settings import Settings
 from eventpipe.topics import TopicNames
@@ -22,7 +22,7 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     only ~25% of keys: a dedupe key must land on the partition Faust's table reads.
     """
     conf: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        "bootstrap.servers": settings.bootstrap,
         "acks": "all",
         "enable.idempotence": True,
         "partitioner": "murmur2_random",
@@ -38,7 +38,7 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
 def consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, Any]:
     """Manual offset commits only: offsets move after the work they stand for is done."""
     conf: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        "bootstrap.servers": settings.bootstrap,
         "group.id": group,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -54,7 +54,7 @@ def consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, A
 def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
     """Create the pipeline's topics if missing (idempotent; retried while the broker starts)."""
     names = TopicNames.from_settings(settings)
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap})
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -79,6 +79,6 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
         except KafkaException as exc:
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"could not create topics on {settings.kafka_bootstrap}: {exc}"
+                    f"could not create topics on {settings.bootstrap}: {exc}"
                 ) from exc
             time.sleep(0.2)

@@ -80,7 +80,9 @@ def split_unified(name: str, field: str = "event") -> tuple[str, str]:
     if cut == -1:
         cut = name.find("_")
     if cut == -1:
-        raise InvalidName(field, f"{name!r} has no separator ('.', ':' or '_') between noun and verb")
+        raise InvalidName(
+            field, f"{name!r} has no separator ('.', ':' or '_') between noun and verb"
+        )
     return (
         _check_part(field, "event_type", name[:cut]),
         _check_part(field, "action", name[cut + 1 :]),

@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     kafka_heartbeat_interval_s: float = 3.0
     worker_id: str = "eventpipe"
 
-    # --- sink --------------------------------------------------------------------------------------
+    # --- sink ----------------------------------------------------------------------------------
     sink_batch_size: int = 10_000
     sink_flush_interval_s: float = 0.5
     sink_group: str = "eventpipe-sink"
@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     @property
     def embedded_kafka(self) -> bool:
         return not self.kafka_bootstrap
+
+    @property
+    def bootstrap(self) -> str:
+        if not self.kafka_bootstrap:
+            raise RuntimeError("EVENTPIPE_KAFKA_BOOTSTRAP is not set (and no embedded broker runs)")
+        return self.kafka_bootstrap
 
     @property
     def embedded_clickhouse(self) -> bool:

@@ -1,0 +1,3 @@
+from eventpipe.cli import main
+
+main()

@@ -1,0 +1,237 @@
+"""``eventpipe dev``: the whole pipeline on one machine, embedded parts by default.
+
+One process runs the edge (uvicorn) and the sink (a thread), and owns the chDB directory, so
+``eventpipe query`` and the tests read ClickHouse through its ``/admin/query`` route. The Faust
+worker runs as a child process, as it would in production. With ``EVENTPIPE_KAFKA_BOOTSTRAP`` /
+``EVENTPIPE_CLICKHOUSE_URL`` set, the same code runs against those and nothing embedded starts.
+
+Shutdown order (Ctrl-C or SIGTERM): stop accepting HTTP, flush the producer, stop the sink
+(its last batch is inserted and committed or left uncommitted), stop the worker, stop the broker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import threading
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+import uvicorn
+
+from eventpipe.codec import AvroCodec
+from eventpipe.embedded import TansuBroker, die_with_parent, free_port
+from eventpipe.kafka import ensure_topics, producer_config
+from eventpipe.settings import Settings
+from producers.app import create_app
+from producers.auth import KeyStore, new_key
+from producers.publisher import KafkaPublisher
+from sinks.clickhouse import connect, migrate
+from sinks.sink import Sink
+
+log = structlog.get_logger(__name__)
+
+STATE_FILE = "dev.json"
+DEV_PRODUCT = "dev"
+
+
+@dataclass
+class DevState:
+    """What a running ``eventpipe dev`` tells other commands (kept in the data dir, mode 0600)."""
+
+    url: str
+    api_key: str
+    admin_token: str
+    pid: int
+    broker_pid: int | None
+    worker_pid: int | None
+    kafka_bootstrap: str
+
+    @staticmethod
+    def path(data_dir: Path) -> Path:
+        return data_dir / STATE_FILE
+
+    @classmethod
+    def read(cls, data_dir: Path) -> DevState | None:
+        try:
+            return cls(**json.loads(cls.path(data_dir).read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def write(self, data_dir: Path) -> None:
+        p = self.path(data_dir)
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(asdict(self), f)
+
+
+def _secrets(settings: Settings) -> tuple[str, str]:
+    """The dev API key and admin token: from settings, else kept from the last run, else new."""
+    kept: dict[str, Any] = {}
+    keep = settings.data_dir / "secrets.json"
+    if keep.exists():
+        kept = json.loads(keep.read_text())
+    api_key = settings.dev_api_key or kept.get("api_key") or new_key()
+    admin = settings.admin_token or kept.get("admin_token") or secrets.token_urlsafe(24)
+    fd = os.open(keep, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"api_key": api_key, "admin_token": admin}, f)
+    return api_key, admin
+
+
+def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.update(
+        EVENTPIPE_KAFKA_BOOTSTRAP=settings.bootstrap,
+        EVENTPIPE_KAFKA_SESSION_TIMEOUT_S=str(settings.kafka_session_timeout_s),
+        EVENTPIPE_KAFKA_HEARTBEAT_INTERVAL_S=str(settings.kafka_heartbeat_interval_s),
+        EVENTPIPE_DATA_DIR=str(settings.data_dir.resolve()),
+        EVENTPIPE_TOPIC_PREFIX=settings.topic_prefix,
+        EVENTPIPE_TOPIC_PARTITIONS=str(settings.topic_partitions),
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "eventpipe", "worker"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=die_with_parent(),
+    )
+
+
+def run_dev(settings: Settings) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    api_key, admin_token = _secrets(settings)
+    port = settings.port or free_port(settings.host)
+    with ExitStack() as stack:
+        broker: TansuBroker | None = None
+        if settings.embedded_kafka:
+            broker = TansuBroker()
+            broker.start()
+            stack.callback(broker.stop)
+            # Tansu answers a group join only after half the session timeout: keep it short
+            # (2 s / 0.5 s heartbeat) or the first worker waits ~32 s for its partitions.
+            settings = settings.model_copy(
+                update={
+                    "kafka_bootstrap": broker.bootstrap,
+                    "kafka_session_timeout_s": 2.0,
+                    "kafka_heartbeat_interval_s": 0.5,
+                }
+            )
+        settings = settings.model_copy(update={"admin_token": admin_token, "port": port})
+        ensure_topics(settings)
+
+        writer = connect(settings.clickhouse_dsn)
+        applied = migrate(writer)
+        if applied:
+            log.info("clickhouse migrations applied", migrations=applied)
+        # A separate client for reads: chDB keeps per-query settings on the client's session.
+        reader = connect(settings.clickhouse_dsn, readonly=True)
+        read_lock = threading.Lock()
+
+        def query(sql: str) -> tuple[list[str], list[list[Any]]]:
+            with read_lock:
+                result = reader.query(sql)
+            return list(result.column_names), [list(row) for row in result.result_rows]
+
+        worker = WorkerSupervisor(settings)
+        worker.start()
+        stack.callback(worker.stop)
+
+        codec = AvroCodec(settings.schema_registry_url)
+        stop_sink = threading.Event()
+        sink = Sink(settings, writer, codec)
+        sink_thread = threading.Thread(target=sink.run, args=(stop_sink,), name="sink")
+        sink_thread.start()
+        stack.callback(sink_thread.join, 30)
+        stack.callback(stop_sink.set)
+
+        publisher = KafkaPublisher(producer_config(settings))
+        stack.callback(publisher.close)
+        keys = KeyStore(settings.api_keys, settings.rate_limit_per_minute)
+        keys.add(api_key, DEV_PRODUCT, "api")
+        app = create_app(settings, publisher, keys, query=query, codec=codec)
+
+        url = f"http://{settings.host}:{port}"
+        DevState(
+            url=url,
+            api_key=api_key,
+            admin_token=admin_token,
+            pid=os.getpid(),
+            broker_pid=broker.pid if broker else None,
+            worker_pid=worker.pid,
+            kafka_bootstrap=settings.bootstrap,
+        ).write(settings.data_dir)
+        stack.callback(DevState.path(settings.data_dir).unlink, missing_ok=True)
+        print(
+            f"eventpipe dev: API on {url}  (POST {url}/api/v2/events)\n"
+            f"  API key:      {api_key}   (product '{DEV_PRODUCT}', source 'api')\n"
+            f"  admin token:  {admin_token}\n"
+            f"  kafka:        {settings.bootstrap}{' (embedded Tansu)' if broker else ''}\n"
+            f"  clickhouse:   {settings.clickhouse_dsn}\n"
+            f'  query:        eventpipe query "SELECT count() FROM events"\n'
+            "  Ctrl-C stops everything.",
+            flush=True,
+        )
+        config = uvicorn.Config(
+            app, host=settings.host, port=port, log_level="warning", lifespan="off"
+        )
+        uvicorn.Server(config).run()
+        log.info("shutting down")
+
+
+class WorkerSupervisor:
+    """Keeps the Faust worker child running: a crashed worker is logged and restarted.
+
+    Faust commits offsets only for processed events, so a restart resumes where it stopped.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self) -> None:
+        self._proc = _start_worker(self._settings)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        backoff = 1.0
+        while not self._stopping.is_set():
+            assert self._proc is not None
+            code = self._proc.poll()
+            if code is None:
+                self._stopping.wait(0.5)
+                continue
+            if self._stopping.is_set():
+                return
+            log.error("worker exited; restarting", returncode=code, restart_in_s=backoff)
+            if self._stopping.wait(backoff):
+                return
+            backoff = min(backoff * 2, 30.0)
+            self._proc = _start_worker(self._settings)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._proc is not None:
+            _stop_process(self._proc)
+
+
+def _stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

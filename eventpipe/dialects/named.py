@@ -1,0 +1,63 @@
+"""Dialect ``named`` (document 001): ``{name, data, user?, v?, ts?}``.
+
+``name`` follows the v2 unified rule (``noun.action``); ``v`` must look like ``YYYY-MM-DD.XY``
+and is kept on the event; ``ts`` is integer milliseconds (default: receive time). The ``user``
+object gives the user id (``external_id``, a string or an integer) and user attributes, which
+are valid from the event's time.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+from eventpipe.dialects.common import check_id, check_ms, decode, from_name_error
+from eventpipe.errors import InvalidEvent
+from eventpipe.event import ParsedEvent
+from eventpipe.naming import InvalidName, normalize
+
+VERSION = re.compile(r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])\.\d{2}$")
+
+
+class NamedEvent(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    data: dict[str, Any]
+    user: dict[str, Any] | None = None
+    v: str | None = None
+    ts: int | None = None
+
+
+class NamedBatch(msgspec.Struct, forbid_unknown_fields=True):
+    events: list[msgspec.Raw]
+
+
+def parse(payload: bytes, received_at_ms: int) -> ParsedEvent:
+    ev = decode(payload, NamedEvent)
+    try:
+        name = normalize(event=ev.name)
+    except InvalidName as exc:
+        raise from_name_error(exc).with_field("name") from None
+    if ev.v is not None and not VERSION.match(ev.v):
+        raise InvalidEvent(f"version {ev.v!r} must look like YYYY-MM-DD.XY", field="v")
+    user_id: str | None = None
+    traits: dict[str, Any] = {}
+    if ev.user is not None:
+        traits = dict(ev.user)
+        ext = traits.pop("external_id", None)
+        if isinstance(ext, bool) or not isinstance(ext, str | int | None):
+            raise InvalidEvent("must be a string or an integer", field="user.external_id")
+        user_id = check_id(None if ext is None else str(ext), "user.external_id")
+    return ParsedEvent(
+        name=name,
+        occurred_at_ms=received_at_ms if ev.ts is None else check_ms(ev.ts, "ts"),
+        user_id=user_id,
+        version=ev.v,
+        properties=ev.data,
+        traits=traits,
+    )
+
+
+def split_batch(body: bytes) -> list[msgspec.Raw]:
+    return decode(body, NamedBatch).events

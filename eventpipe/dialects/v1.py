@@ -1,0 +1,68 @@
+"""Dialect ``v1`` (document 003): ``POST /v1/events`` and ``POST /v1/batch/events``.
+
+``user_id`` or ``anonymous_id`` is required (400 names ``user_id`` when both are missing);
+``timestamp`` is required ISO 8601. The ``Idempotency-Key`` header is not part of the body: the
+edge turns it into the event's external id (see ``idempotency_external_id``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from eventpipe.dialects.common import check_id, decode, from_name_error, to_ms
+from eventpipe.errors import InvalidEvent
+from eventpipe.event import ParsedEvent
+from eventpipe.naming import InvalidName, normalize
+
+
+class V1Event(msgspec.Struct, forbid_unknown_fields=True):
+    event: str
+    timestamp: datetime
+    user_id: str | None = None
+    anonymous_id: str | None = None
+    properties: dict[str, Any] | None = None
+
+
+class V1Batch(msgspec.Struct, forbid_unknown_fields=True):
+    events: list[msgspec.Raw]
+
+
+def parse(payload: bytes, received_at_ms: int) -> ParsedEvent:
+    ev = decode(payload, V1Event)
+    try:
+        name = normalize(event=ev.event)
+    except InvalidName as exc:
+        raise from_name_error(exc) from None
+    user_id = check_id(ev.user_id, "user_id")
+    anonymous_id = check_id(ev.anonymous_id, "anonymous_id")
+    if user_id is None and anonymous_id is None:
+        raise InvalidEvent("one of 'user_id' or 'anonymous_id' is required", field="user_id")
+    return ParsedEvent(
+        name=name,
+        occurred_at_ms=to_ms(ev.timestamp, "timestamp"),
+        user_id=user_id,
+        anonymous_id=anonymous_id,
+        properties=ev.properties or {},
+    )
+
+
+def split_batch(body: bytes) -> list[msgspec.Raw]:
+    return decode(body, V1Batch).events
+
+
+def idempotency_external_id(key: str | None, index: int | None) -> str | None:
+    """The external id an ``Idempotency-Key`` header gives an event.
+
+    On a single event it is the key itself. On a batch each event gets ``"<key>:<index>"``: a
+    retried batch with the same key maps every event onto its earlier self, while different
+    events in one batch stay distinct.
+    """
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > 180:
+        raise InvalidEvent("must be 1 to 180 characters", field="Idempotency-Key")
+    return key if index is None else f"{key}:{index}"

@@ -1,0 +1,220 @@
+"""What every ingestion endpoint does, whatever its dialect: authenticate, rate-limit, read the
+body within its limit, publish raw records, and turn failures into one error response.
+
+Order of a request: auth -> rate limit -> body -> parse -> publish -> (await acks) -> 2xx.
+A 2xx is only ever built after the delivery report of every event it reports as accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+from prometheus_client import Counter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from eventpipe.codec import RAW_EVENT, AvroCodec
+from eventpipe.dialects import Parser
+from eventpipe.errors import EventpipeError, InvalidEvent, PayloadTooLarge, Unavailable
+from eventpipe.event import ParsedEvent
+from eventpipe.ids import event_id_for
+from producers.auth import KeyStore, Principal, RateLimiter
+from producers.publisher import Publisher
+
+log = structlog.get_logger(__name__)
+
+EVENTS = Counter("eventpipe_edge_events_total", "Events by outcome", ["dialect", "outcome"])
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def error_response(exc: EventpipeError, headers: dict[str, str] | None = None) -> Response:
+    h = dict(headers or {})
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        h["Retry-After"] = str(retry_after)
+    return json_response(exc.body(), exc.status, h)
+
+
+@dataclass(slots=True)
+class Staged:
+    """One event ready to publish: its id, Kafka key and encoded raw record."""
+
+    event_id: str
+    key: bytes
+    value: bytes
+
+
+@dataclass
+class Ingest:
+    keys: KeyStore
+    limiter: RateLimiter
+    publisher: Publisher
+    codec: AvroCodec
+    raw_topic: str
+    clock_ms: Callable[[], int]
+    max_body_bytes: int
+    retry_after_seconds: int
+
+    async def admit(self, request: Request) -> tuple[Principal, bytes, int]:
+        """Auth, rate limit and body read; returns (principal, body, received_at ms)."""
+        principal = self.keys.authenticate(request.headers.get("authorization"))
+        self.limiter.check(principal)
+        ctype = request.headers.get("content-type", "application/json")
+        if ctype.split(";", 1)[0].strip().lower() != "application/json":
+            raise InvalidEvent(
+                f"unsupported Content-Type {ctype!r}: send application/json", field="Content-Type"
+            )
+        encoding = request.headers.get("content-encoding", "identity").lower()
+        if encoding != "identity":
+            raise InvalidEvent(
+                f"unsupported Content-Encoding {encoding!r}", field="Content-Encoding"
+            )
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise PayloadTooLarge(f"body over {self.max_body_bytes} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise PayloadTooLarge(f"body over {self.max_body_bytes} bytes")
+            chunks.append(chunk)
+        return principal, b"".join(chunks), self.clock_ms()
+
+    def stage(
+        self,
+        principal: Principal,
+        dialect: str,
+        payload: bytes,
+        external_id: str | None,
+        received_at_ms: int,
+    ) -> Staged:
+        event_id, key = event_id_for(principal.product, principal.source, external_id)
+        value = self.codec.encode(
+            RAW_EVENT,
+            {
+                "event_id": event_id,
+                "dialect": dialect,
+                "product": principal.product,
+                "source": principal.source,
+                "external_id": external_id,
+                "received_at": received_at_ms,
+                "payload": payload,
+            },
+        )
+        return Staged(event_id, key.encode("utf-8"), value)
+
+    async def publish(self, dialect: str, staged: list[Staged]) -> list[str | None]:
+        """Publish and wait for every acknowledgement; per event, None or the failure."""
+        results = await self.publisher.publish(self.raw_topic, [(s.key, s.value) for s in staged])
+        failed = sum(r is not None for r in results)
+        if failed:
+            log.warning(
+                "publish failed",
+                topic=self.raw_topic,
+                failed=failed,
+                total=len(staged),
+                reason=next(r for r in results if r is not None),
+            )
+            EVENTS.labels(dialect, "unavailable").inc(failed)
+        return results
+
+    def unavailable(self) -> Unavailable:
+        return Unavailable(
+            "event stream unavailable, retry later", retry_after=self.retry_after_seconds
+        )
+
+    async def one(
+        self,
+        principal: Principal,
+        dialect: str,
+        parser: Parser,
+        body: bytes,
+        received_at_ms: int,
+        external_id: ExternalId,
+    ) -> Accepted:
+        """Parse, publish and await the ack of a single event (raises on any failure)."""
+        parsed = parser(body, received_at_ms)
+        staged = self.stage(principal, dialect, body, external_id(None, parsed), received_at_ms)
+        if (await self.publish(dialect, [staged]))[0] is not None:
+            raise self.unavailable()
+        EVENTS.labels(dialect, "accepted").inc()
+        return Accepted(0, parsed, staged.event_id)
+
+    async def many(
+        self,
+        principal: Principal,
+        dialect: str,
+        parser: Parser,
+        payloads: list[bytes],
+        received_at_ms: int,
+        external_id: ExternalId,
+        max_events: int,
+    ) -> BatchOutcome:
+        """A batch: valid events are published even when others are rejected.
+
+        Raises when the batch itself is unusable (empty, over the limit) or when Kafka
+        acknowledged none of its valid events; otherwise reports per event.
+        """
+        if not payloads:
+            raise InvalidEvent("'events' is empty", field="events")
+        if len(payloads) > max_events:
+            raise InvalidEvent(
+                f"{len(payloads)} events: at most {max_events} per batch", field="events"
+            )
+        out = BatchOutcome([], [])
+        staged: list[tuple[int, ParsedEvent, Staged]] = []
+        for i, payload in enumerate(payloads):
+            try:
+                parsed = parser(payload, received_at_ms)
+                ext = external_id(i, parsed)
+            except InvalidEvent as exc:
+                out.errors.append({"index": i, "field": exc.field, "reason": exc.message})
+                continue
+            staged.append((i, parsed, self.stage(principal, dialect, payload, ext, received_at_ms)))
+        EVENTS.labels(dialect, "invalid").inc(len(out.errors))
+        results = await self.publish(dialect, [s for _, _, s in staged]) if staged else []
+        for (i, parsed, st), failure in zip(staged, results, strict=True):
+            if failure is None:
+                out.accepted.append(Accepted(i, parsed, st.event_id))
+            else:
+                out.errors.append(
+                    {"index": i, "field": None, "reason": "unavailable", "retryable": True}
+                )
+        if staged and not out.accepted:
+            raise self.unavailable()
+        EVENTS.labels(dialect, "accepted").inc(len(out.accepted))
+        out.errors.sort(key=lambda e: int(e["index"]))
+        return out
+
+
+ExternalId = Callable[[int | None, ParsedEvent], str | None]
+"""Which external id an event gets (index None for a single event): the dedupe key's last part."""
+
+
+def body_external_id(_index: int | None, parsed: ParsedEvent) -> str | None:
+    return parsed.external_id
+
+
+@dataclass(slots=True)
+class Accepted:
+    index: int
+    parsed: ParsedEvent
+    event_id: str
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    accepted: list[Accepted]
+    errors: list[dict[str, Any]]
+
+    @property
+    def retryable(self) -> bool:
+        return any(e.get("retryable") for e in self.errors)

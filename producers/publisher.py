@@ -1,0 +1,127 @@
+"""Publishing to Kafka from asyncio: an await returns only after the broker acknowledged.
+
+The edge answers 2xx only after the delivery report (acks=all, idempotent producer). A batch
+waits on one future that the producer's poll thread resolves when the last report arrives, so
+the event loop is woken once per request, not once per event.
+
+A producer whose idempotence state is dead (a fatal error, or a fenced producer id) is replaced
+by a new one on the next publish; what it still held fails and is answered 503. On the embedded
+Tansu broker this happens after every delivery timeout: librdkafka bumps the producer epoch,
+Tansu answers PRODUCER_FENCED (not flagged fatal), and every later send would fail the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import structlog
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+log = structlog.get_logger(__name__)
+
+REPLACE_ON = frozenset(
+    {
+        KafkaError.PRODUCER_FENCED,
+        KafkaError._FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError.INVALID_PRODUCER_ID_MAPPING,
+        KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+    }
+)
+"""Errors after which this producer's idempotence state is dead: every later send fails too."""
+
+
+def _needs_new_producer(err: KafkaError) -> bool:
+    return bool(err.fatal()) or err.code() in REPLACE_ON
+
+
+class Publisher(Protocol):
+    async def publish(self, topic: str, items: Sequence[tuple[bytes, bytes]]) -> list[str | None]:
+        """Publish (key, value) pairs; return, per item, None when acknowledged or the error."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class KafkaPublisher:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._config = {**config, "error_cb": self._on_error}
+        self._producer = Producer(self._config)
+        self._retiring: list[Producer] = []
+        self._fatal = threading.Event()
+        self._swap = threading.Lock()
+        self._running = True
+        self._thread = threading.Thread(target=self._poll, name="kafka-delivery", daemon=True)
+        self._thread.start()
+
+    def _on_error(self, err: KafkaError) -> None:
+        if _needs_new_producer(err):
+            log.error("kafka producer unusable", error=err.str())
+            self._fatal.set()
+        else:
+            log.debug("kafka producer error", error=err.str())
+
+    def _current(self) -> Producer:
+        if self._fatal.is_set():
+            with self._swap:
+                if self._fatal.is_set():
+                    log.warning("replacing the kafka producer after a fatal error")
+                    self._retiring.append(self._producer)
+                    self._producer = Producer(self._config)
+                    self._fatal.clear()
+        return self._producer
+
+    def _poll(self) -> None:
+        while self._running:
+            self._producer.poll(0.05)
+            for old in list(self._retiring):
+                old.poll(0)  # serves the failed reports of what it still held
+                if len(old) == 0:
+                    self._retiring.remove(old)
+
+    async def publish(self, topic: str, items: Sequence[tuple[bytes, bytes]]) -> list[str | None]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        results: list[str | None] = [None] * len(items)
+        pending = [len(items)]
+        lock = threading.Lock()
+
+        def finish() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def report(i: int, err: KafkaError | None) -> None:
+            if err is not None:
+                results[i] = err.str()
+                if _needs_new_producer(err):
+                    self._fatal.set()
+            with lock:
+                pending[0] -= 1
+                last = pending[0] == 0
+            if last:
+                loop.call_soon_threadsafe(finish)
+
+        def on_delivery(i: int) -> Callable[[KafkaError | None, Message], None]:
+            return lambda err, _msg: report(i, err)
+
+        producer = self._current()
+        for i, (key, value) in enumerate(items):
+            try:
+                producer.produce(topic, value, key, on_delivery=on_delivery(i))
+            except (BufferError, KafkaException) as exc:
+                # Not enqueued, so no report will come for it: count it as done here.
+                results[i] = f"not enqueued: {exc}"
+                report(i, None)
+        if items:
+            await done
+        return results
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        remaining = self._producer.flush(timeout_s)
+        self._running = False
+        self._thread.join(timeout=1.0)
+        if remaining:
+            log.error("producer closed with undelivered messages", count=remaining)

@@ -1,0 +1,310 @@
+"""The sink: ``events.clean`` and ``events.rejected`` from Kafka into ClickHouse.
+
+Commit order, for every batch (this order is the pipeline's at-least-once promise):
+
+1. consume up to ``sink_batch_size`` messages, or whatever arrived within ``sink_flush_interval_s``;
+   each is decoded and turned into a row here, and one that cannot be (bad bytes, unknown record,
+   a value ClickHouse would refuse) becomes a ``rejected_events`` row with the reason: it is
+   stored, never dropped and never allowed to stop the loop;
+2. insert the rows into ClickHouse: ``events`` first, then ``rejected_events``, each table once
+   per batch even across retries; a failed insert is retried with capped exponential backoff,
+   and meanwhile nothing is committed and nothing more is consumed;
+3. only after ClickHouse accepted every row, commit the next offset of each partition,
+   synchronously.
+
+A crash between 2 and 3 re-reads the batch: ``events`` is a ReplacingMergeTree on the event id,
+so the copies collapse (``FINAL``); ``rejected_events`` may show such a row twice.
+
+Rebalances (cooperative-sticky): rows buffered for a partition being revoked or lost are dropped,
+not flushed. They were neither inserted nor committed, so the new owner reads them again from the
+committed offset; flushing instead would block the rebalance for as long as ClickHouse is down.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from clickhouse_connect.driver.client import Client
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+
+from eventpipe.codec import AvroCodec, CodecError
+from eventpipe.kafka import consumer_config
+from eventpipe.settings import Settings
+from eventpipe.topics import TopicNames
+from sinks.clickhouse import (
+    EVENTS,
+    REJECTED,
+    TABLES_BY_RECORD,
+    EventWriter,
+    Table,
+    connect,
+    migrate,
+)
+
+log = structlog.get_logger(__name__)
+
+BACKOFF_START_S = 0.2
+BACKOFF_MAX_S = 5.0
+SINK_STAGE = "sink"
+MAX_CONSUME = 100_000  # confluent-kafka refuses more than 1,000,000 per consume()
+
+
+class SinkMetrics:
+    """The sink's Prometheus metrics, registered once per registry (tests pass their own)."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.rows = Counter(
+            "eventpipe_sink_rows", "Rows inserted into ClickHouse", ["table"], registry=registry
+        )
+        self.insert_failures = Counter(
+            "eventpipe_sink_insert_failures", "Failed ClickHouse batch inserts", registry=registry
+        )
+        self.insert_seconds = Histogram(
+            "eventpipe_sink_insert_seconds",
+            "Duration of one successful ClickHouse batch insert",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+
+
+_default_metrics: SinkMetrics | None = None
+
+
+def default_metrics() -> SinkMetrics:
+    """The process-wide metrics on the default registry, created on first use."""
+    global _default_metrics
+    if _default_metrics is None:
+        _default_metrics = SinkMetrics()
+    return _default_metrics
+
+
+@dataclass
+class _PartitionBatch:
+    """What one partition contributed to the current batch: rows and the offset range."""
+
+    first: int
+    next: int
+    rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
+
+
+def _coordinates(msg: Message) -> tuple[str, int, int]:
+    """Topic, partition, offset: always set on a consumed message without an error."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    assert topic is not None and partition is not None and offset is not None
+    return topic, partition, offset
+
+
+class Sink:
+    """One consumer-group member; ``run(stop)`` blocks, so the owner runs it in a thread."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: Client,
+        codec: AvroCodec,
+        *,
+        metrics: SinkMetrics | None = None,
+        consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer,
+    ) -> None:
+        self.settings = settings
+        self.writer = EventWriter(client)
+        self.codec = codec
+        self.metrics = metrics or default_metrics()
+        self.topics = TopicNames.from_settings(settings)
+        self._consumer_factory = consumer_factory
+        self._batch: dict[tuple[str, int], _PartitionBatch] = {}
+        self._size = 0
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        consumer = self._consumer_factory(consumer_config(self.settings, self.settings.sink_group))
+        consumer.subscribe(
+            [self.topics.clean, self.topics.rejected],
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        log.info("sink started", topics=[self.topics.clean, self.topics.rejected])
+        try:
+            while not stop.is_set():
+                self._fill(consumer, stop)
+                if self._batch:
+                    self._flush(consumer, stop)
+        finally:
+            # Whatever is still buffered was not committed: the next owner reads it again.
+            self._clear()
+            consumer.close()
+            log.info("sink stopped")
+
+    def _fill(self, consumer: Consumer, stop: threading.Event) -> None:
+        """Consume until the batch is full, or the flush interval passed since its first message."""
+        deadline: float | None = None
+        while not stop.is_set() and self._size < self.settings.sink_batch_size:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return
+            timeout = 0.1 if deadline is None else min(0.1, deadline - now)
+            wanted = min(self.settings.sink_batch_size - self._size, MAX_CONSUME)
+            messages = consumer.consume(wanted, timeout)
+            for msg in messages:
+                err = msg.error()
+                if err is not None:
+                    if err.fatal():
+                        raise KafkaException(err)
+                    log.warning("consumer error", error=str(err))
+                    continue
+                self._add(msg)
+            if deadline is None and self._batch:
+                deadline = time.monotonic() + self.settings.sink_flush_interval_s
+
+    def _add(self, msg: Message) -> None:
+        topic, partition, offset = _coordinates(msg)
+        table, row = self._row(msg)
+        part = self._batch.get((topic, partition))
+        if part is None:
+            part = self._batch[(topic, partition)] = _PartitionBatch(first=offset, next=offset + 1)
+        part.next = offset + 1
+        part.rows.setdefault(table.name, []).append(row)
+        self._size += 1
+
+    def _row(self, msg: Message) -> tuple[Table, tuple[Any, ...]]:
+        """Decode one message into a row of the table its record name selects, or a rejection."""
+        value = msg.value()
+        try:
+            if value is None:
+                raise CodecError("message without a value")
+            record, data = self.codec.decode(value)
+            table = TABLES_BY_RECORD.get(record)
+            if table is None:
+                raise CodecError(f"{record} records are not written by the sink")
+            return table, table.row(data)
+        except (CodecError, ValueError, TypeError) as exc:
+            return REJECTED, self._rejection(msg, f"{type(exc).__name__}: {exc}")
+
+    def _rejection(self, msg: Message, reason: str) -> tuple[Any, ...]:
+        topic, partition, offset = _coordinates(msg)
+        log.warning(
+            "message rejected", topic=topic, partition=partition, offset=offset, reason=reason
+        )
+        _, ts_ms = msg.timestamp()
+        received = datetime.fromtimestamp(ts_ms / 1000, UTC) if ts_ms > 0 else datetime.now(UTC)
+        return REJECTED.row(
+            {
+                # The Kafka coordinates identify it: a redelivered copy gets the same id.
+                "event_id": f"{topic}/{partition}/{offset}",
+                "product": "",
+                "source": "",
+                "dialect": "",
+                "stage": SINK_STAGE,
+                "field": None,
+                "reason": reason,
+                "received_at": received,
+                "payload": msg.value() or b"",
+            }
+        )
+
+    # --- insert, then commit ----------------------------------------------------------------------
+
+    def _flush(self, consumer: Consumer, stop: threading.Event) -> None:
+        ranges = {f"{t}[{p}]": f"{b.first}-{b.next - 1}" for (t, p), b in self._batch.items()}
+        pending = [EVENTS, REJECTED]
+        delay = BACKOFF_START_S
+        while pending:
+            table = pending[0]
+            rows = [r for b in self._batch.values() for r in b.rows.get(table.name, ())]
+            try:
+                self._insert(table, rows)
+            except Exception as exc:
+                self.metrics.insert_failures.inc()
+                log.error(
+                    "clickhouse insert failed",
+                    table=table.name,
+                    rows=len(rows),
+                    offsets=ranges,
+                    retry_in_s=delay,
+                    error=str(exc),
+                )
+                if stop.wait(delay):
+                    log.warning("sink stopping with an uninserted batch", offsets=ranges)
+                    return
+                delay = min(delay * 2, BACKOFF_MAX_S)
+                continue
+            pending.pop(0)  # inserted: a retry of the next table must not insert it again
+        self._commit(consumer, stop, ranges)
+        self._clear()
+
+    def _insert(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        started = time.perf_counter()
+        self.writer.insert_rows(table, rows)
+        self.metrics.insert_seconds.observe(time.perf_counter() - started)
+        self.metrics.rows.labels(table=table.name).inc(len(rows))
+
+    def _commit(self, consumer: Consumer, stop: threading.Event, ranges: dict[str, str]) -> None:
+        """Commit the next offsets; retry what may pass, give up on what cannot.
+
+        A commit refused because the partitions moved to another member cannot succeed later:
+        the new owner re-reads from the last commit and the duplicate rows collapse in
+        ``events``. A transient broker error is retried like an insert.
+        """
+        offsets = [TopicPartition(t, p, b.next) for (t, p), b in self._batch.items()]
+        delay = BACKOFF_START_S
+        while True:
+            try:
+                consumer.commit(offsets=offsets, asynchronous=False)
+                return
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                retriable = err is not None and err.retriable()
+                log.error(
+                    "offset commit failed",
+                    offsets=ranges,
+                    error=str(exc),
+                    retriable=retriable,
+                )
+                if not retriable or stop.wait(delay):
+                    return
+                delay = min(delay * 2, BACKOFF_MAX_S)
+
+    def _clear(self) -> None:
+        self._batch.clear()
+        self._size = 0
+
+    # --- rebalance -------------------------------------------------------------------------------
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Drop the buffered rows of partitions leaving us (see the module docstring)."""
+        for tp in partitions:
+            part = self._batch.pop((tp.topic, tp.partition), None)
+            if part is not None:
+                self._size -= sum(len(r) for r in part.rows.values())
+                log.info(
+                    "revoked partition's buffered rows dropped",
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    offsets=f"{part.first}-{part.next - 1}",
+                )
+
+
+def run_sink(settings: Settings, stop: threading.Event, client: Client | None = None) -> None:
+    """Migrate, then run one sink until ``stop`` is set (the CLI calls this in a thread).
+
+    ``client`` lets a process that owns a chDB directory (``eventpipe dev``) share its engine;
+    without it the sink connects to ``settings.clickhouse_dsn`` itself.
+    """
+    own = client is None
+    ch = connect(settings.clickhouse_dsn) if client is None else client
+    try:
+        migrate(ch)
+        Sink(settings, ch, AvroCodec(settings.schema_registry_url)).run(stop)
+    finally:
+        if own:
+            ch.close()

@@ -1,0 +1,102 @@
+"""Changelog preparation before a worker starts: create the topics, then write sentinels.
+
+Why sentinels: Tansu reports a partition's end offset as the first offset of its last batch + 1
+(ARCHITECTURE.md, "End-offset bug"), so Faust's table recovery stops before the last batch and
+its keys are lost. Writing one sentinel record per changelog partition, as its own flushed
+batch, makes that last batch one record whose loss costs nothing. We chose this over
+``recovery_buffer_size=1`` because it costs nothing at run time (the other costs ~24%
+throughput). Its limit: it covers recovery when a worker starts; a partition moving between
+running workers (rebalance) can still recover without the other worker's last batch. The
+event-id keyed ReplacingMergeTree in ClickHouse is the second line for that case.
+
+The sentinel key cannot collide with a dedupe key (``streams.dedupe.SENTINEL_KEY``); it sits in
+the table, whose lookups only ever use real dedupe keys.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import structlog
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from eventpipe.kafka import producer_config
+from eventpipe.settings import Settings
+from streams.dedupe import SENTINEL_KEY, SENTINEL_VALUE
+
+log = structlog.get_logger(__name__)
+
+
+def ensure_changelogs(settings: Settings, topics: Iterable[str], timeout_s: float = 30.0) -> None:
+    """Create missing changelog topics with the raw topic's partition count, compacted.
+
+    Faust would create them itself when it starts, but the sentinels must be written first.
+    """
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap or ""})
+    wanted = list(topics)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            existing = set(admin.list_topics(timeout=5).topics)
+            missing = [t for t in wanted if t not in existing]
+            if not missing:
+                return
+            new = [
+                NewTopic(
+                    t,
+                    settings.topic_partitions,
+                    settings.topic_replication,
+                    config={"cleanup.policy": "compact"},
+                )
+                for t in missing
+            ]
+            for topic, fut in admin.create_topics(new).items():
+                try:
+                    fut.result(timeout=10)
+                    log.info("changelog created", topic=topic)
+                except KafkaException as exc:
+                    if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                        raise
+            return
+        except KafkaException as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"could not create changelog topics: {exc}") from exc
+            time.sleep(0.2)
+
+
+def write_sentinels(settings: Settings, topics: Iterable[str], timeout_s: float = 30.0) -> int:
+    """Append one sentinel to every partition of each topic, each as its own flushed batch.
+
+    Returns how many were written. Raises if the broker did not acknowledge one: starting
+    without them would silently lose table keys on recovery.
+    """
+    producer = Producer(producer_config(settings, **{"linger.ms": 0}))
+    errors: list[str] = []
+
+    def on_delivery(err: object, _msg: object) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    written = 0
+    for topic in topics:
+        meta = producer.list_topics(topic, timeout=10).topics[topic]
+        if meta.error is not None:
+            raise RuntimeError(f"changelog {topic}: {meta.error}")
+        for partition in sorted(meta.partitions):
+            producer.produce(
+                topic, SENTINEL_VALUE, SENTINEL_KEY, partition=partition, on_delivery=on_delivery
+            )
+            if producer.flush(timeout_s) > 0 or errors:
+                raise RuntimeError(f"sentinel to {topic}[{partition}] not acknowledged: {errors}")
+            written += 1
+    log.info("changelog sentinels written", count=written)
+    return written
+
+
+def prepare_changelogs(settings: Settings, topics: Iterable[str]) -> None:
+    """Create the changelog topics and write their sentinels: call before the worker starts."""
+    wanted = list(topics)
+    ensure_changelogs(settings, wanted)
+    write_sentinels(settings, wanted)

@@ -1,0 +1,66 @@
+"""Faust codecs over ``eventpipe.codec.AvroCodec``: topic values are plain dicts in the agents.
+
+One codec is registered per record name (``CODEC_NAMES``), so a topic's ``value_serializer``
+says which record it carries, and encoding needs no record name next to each value.
+
+Decoding never raises. Faust answers a value that fails to decode by throwing into the stream,
+which would crash the agent on one bad record; instead ``_loads`` returns ``Undecodable`` (the
+bytes and the reason), and the agent sends it to ``events.rejected`` like any invalid event.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from faust.serializers import codecs
+
+from eventpipe.codec import (
+    CLEAN_EVENT,
+    IDENTITY_LINK,
+    RAW_EVENT,
+    REJECTED_EVENT,
+    AvroCodec,
+    CodecError,
+)
+
+CODEC_NAMES: dict[str, str] = {
+    RAW_EVENT: "eventpipe-raw",
+    CLEAN_EVENT: "eventpipe-clean",
+    REJECTED_EVENT: "eventpipe-rejected",
+    IDENTITY_LINK: "eventpipe-identity",
+}
+
+
+class Undecodable(NamedTuple):
+    """A value that is not a record of the topic's schema: kept whole so it can be rejected."""
+
+    data: bytes
+    reason: str
+
+
+class AvroRecordCodec(codecs.Codec):
+    """Encode dicts as one Avro record; decode to a dict of that record or ``Undecodable``."""
+
+    def __init__(self, record: str, avro: AvroCodec | None = None, **kwargs: Any) -> None:
+        super().__init__(record=record, **kwargs)
+        self.record = record
+        self.avro = avro or AvroCodec()
+
+    def _dumps(self, obj: Any) -> bytes:
+        return self.avro.encode(self.record, obj)
+
+    def _loads(self, s: bytes) -> Any:
+        try:
+            name, value = self.avro.decode(s)
+        except CodecError as exc:
+            return Undecodable(bytes(s), str(exc))
+        if name != self.record:
+            return Undecodable(bytes(s), f"expected a {self.record} record, got {name}")
+        return value
+
+
+def register_codecs(avro: AvroCodec | None = None) -> None:
+    """Register one codec per record name (idempotent: the registry is a plain dict)."""
+    avro = avro or AvroCodec()
+    for record, name in CODEC_NAMES.items():
+        codecs.register(name, AvroRecordCodec(record, avro))

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import json
+
+import fastavro
+import pytest
+
+from eventpipe.codec import CLEAN_EVENT, RAW_EVENT, AvroCodec, CodecError
+from schemas import schema_files
+
+
+def test_raw_event_round_trip_keeps_the_payload_bytes() -> None:
+    codec = AvroCodec()
+    value = {
+        "event_id": "evt_x",
+        "dialect": "v2",
+        "product": "p",
+        "source": "api",
+        "external_id": "e1",
+        "received_at": 1_700_000_000_123,
+        "payload": b'{"event":"a.b", "x": "\xc3\xa9"}',
+    }
+    data = codec.encode(RAW_EVENT, value)
+    assert data[:2] == b"\xc3\x01"
+    name, back = codec.decode(data)
+    assert name == RAW_EVENT
+    assert back["payload"] == value["payload"]
+    assert int(back["received_at"].timestamp() * 1000) == value["received_at"]
+
+
+def test_single_object_header_is_the_spec_fingerprint() -> None:
+    # Avro spec: the CRC-64-AVRO fingerprint of "string" is 0x8F014872634503C7, little-endian.
+    pcf = fastavro.schema.to_parsing_canonical_form("string")
+    assert fastavro.schema.fingerprint(pcf, "CRC-64-AVRO") == "c70345637248018f"
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00\x00\x00\x00\x01", b"\xc3\x01" + b"\x00" * 8 + b"x"])
+def test_garbage_is_a_codec_error(data: bytes) -> None:
+    with pytest.raises(CodecError):
+        AvroCodec().decode(data)
+
+
+def test_every_shipped_schema_parses_and_later_versions_read_earlier_ones() -> None:
+    by_name: dict[str, list[dict[str, object]]] = {}
+    for path in schema_files():
+        raw = json.loads(path.read_text())
+        fastavro.parse_schema(raw)
+        by_name.setdefault(raw["name"], []).append(raw)
+    assert {"RawEvent", "CleanEvent", "RejectedEvent", "IdentityLink"} <= by_name.keys()
+    for versions in by_name.values():
+        newest = fastavro.parse_schema(versions[-1])
+        for old in versions:
+            # backward compatibility: every field the newest adds has a default
+            old_fields = {f["name"] for f in old["fields"]}  # type: ignore[index]
+            for f in versions[-1]["fields"]:  # type: ignore[union-attr]
+                assert f["name"] in old_fields or "default" in f, f
+        assert newest
+
+
+def test_clean_event_defaults() -> None:
+    codec = AvroCodec()
+    assert codec.schema(CLEAN_EVENT)["name"] == CLEAN_EVENT

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import pytest
+
+from eventpipe.dialects import parse
+from eventpipe.dialects.common import iso_ms
+from eventpipe.errors import InvalidEvent
+from eventpipe.ids import derived_event_id, event_id_for
+
+NOW = 1_770_000_000_000
+
+
+def test_occurred_at_defaults_to_receive_time_and_metadata_is_properties() -> None:
+    p = parse("v2", b'{"event":"a.b","metadata":{"k":1}}', NOW)
+    assert p.occurred_at_ms == NOW
+    assert p.properties == {"k": 1}
+
+
+def test_naive_timestamps_are_utc_and_offsets_apply() -> None:
+    a = parse("v2", b'{"event":"a.b","occurred_at":"2026-02-10T12:00:00"}', NOW)
+    b = parse("v2", b'{"event":"a.b","occurred_at":"2026-02-10T13:00:00+01:00"}', NOW)
+    assert a.occurred_at_ms == b.occurred_at_ms
+    assert iso_ms(a.occurred_at_ms) == "2026-02-10T12:00:00Z"
+    assert iso_ms(a.occurred_at_ms + 5) == "2026-02-10T12:00:00.005Z"
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        (b'{"event":"a.b","external_id":""}', "external_id"),
+        (b'{"event":"a.b","external_id":7}', "external_id"),
+        (b'{"event":"a.b","occurred_at":"1969-12-31T00:00:00Z"}', "occurred_at"),
+        (b'{"event":"a.b","subject_id":"' + b"x" * 201 + b'"}', "subject_id"),
+    ],
+)
+def test_field_rules(payload: bytes, field: str) -> None:
+    with pytest.raises(InvalidEvent) as err:
+        parse("v2", payload, NOW)
+    assert err.value.field == field
+
+
+def test_keyed_ids_are_derived_and_scoped() -> None:
+    a, key = event_id_for("p", "api", "e1")
+    assert a == derived_event_id(key) == event_id_for("p", "api", "e1")[0]
+    assert a != event_id_for("q", "api", "e1")[0] != event_id_for("p", "web", "e1")[0]
+    r1, k1 = event_id_for("p", "api", None)
+    assert r1 == k1 and r1 != event_id_for("p", "api", None)[0]

@@ -1,0 +1,239 @@
+"""sinks.clickhouse against a real (embedded) ClickHouse: migrations, dedupe, row conversion.
+
+chDB hosts one data directory per process at a time (another path can be opened only once every
+client of the first is closed), so this module shares one temporary chDB directory, closed at the
+module's end, and each test isolates its rows by a product value of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from eventpipe.codec import CLEAN_EVENT, AvroCodec
+from schemas import SCHEMA_DIR
+from sinks.clickhouse import (
+    EVENTS,
+    MIGRATIONS_DIR,
+    REJECTED,
+    EventWriter,
+    connect,
+    migrate,
+    migration_files,
+    split_statements,
+)
+
+
+@pytest.fixture(scope="module")
+def chdb_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"chdb://{tmp_path_factory.mktemp('chdb') / 'data'}"
+
+
+@pytest.fixture(scope="module")
+def client(chdb_dsn: str) -> Iterator[Client]:
+    c = connect(chdb_dsn)
+    migrate(c)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def readonly(chdb_dsn: str, client: Client) -> Iterator[Client]:
+    c = connect(chdb_dsn, readonly=True)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def product() -> str:
+    return f"p_{uuid.uuid4().hex[:10]}"
+
+
+def clean(product: str, event_id: str, **over: Any) -> dict[str, Any]:
+    now = datetime(2026, 5, 4, 3, 2, 1, 123000, tzinfo=UTC)
+    rec: dict[str, Any] = {
+        "event_id": event_id,
+        "product": product,
+        "source": "api",
+        "dialect": "v2",
+        "event_type": "page",
+        "action": "view",
+        "canonical_name": "page.view",
+        "name_format": "unified",
+        "occurred_at": now,
+        "received_at": now,
+        "external_id": None,
+        "subject_type": None,
+        "subject_id": None,
+        "user_id": "u1",
+        "anonymous_id": None,
+        "person_id": "u1",
+        "version": None,
+        "properties": '{"a": 1}',
+        "traits": "{}",
+    }
+    rec.update(over)
+    return rec
+
+
+# --- migrations -------------------------------------------------------------------------------
+
+
+def test_migrations_are_idempotent(client: Client) -> None:
+    assert migrate(client) == []  # the fixture applied them all
+    assert migrate(client) == []
+    names = [p.name for p in migration_files()]
+    rows = client.query(
+        "SELECT name, count() FROM schema_migrations GROUP BY name ORDER BY name"
+    ).result_rows
+    assert rows == [(n, 1) for n in names]
+    tables = {r[0] for r in client.query("SHOW TABLES").result_rows}
+    assert {"events", "rejected_events", "schema_migrations"} <= tables
+
+
+def test_a_new_migration_is_applied_once_in_order(client: Client, tmp_path: Path) -> None:
+    for p in migration_files():
+        (tmp_path / p.name).write_text(p.read_text())
+    table = f"t_{uuid.uuid4().hex[:8]}"
+    name = f"900_{table}.sql"
+    (tmp_path / name).write_text(
+        f"-- two statements in one file\nCREATE TABLE IF NOT EXISTS {table} (x UInt8)\n"
+        f"ENGINE = MergeTree ORDER BY x;\n\nINSERT INTO {table} VALUES (1), (2)\n;\n"
+    )
+    assert migrate(client, tmp_path) == [name]
+    assert migrate(client, tmp_path) == []
+    assert client.query(f"SELECT count() FROM {table}").result_rows == [(2,)]
+
+
+def test_migration_files_are_numbered(tmp_path: Path) -> None:
+    assert [p.name[:3] for p in migration_files()] == ["001", "002"]
+    (tmp_path / "bad-name.sql").write_text("SELECT 1")
+    with pytest.raises(ValueError, match="NNN_snake_case"):
+        migration_files(tmp_path)
+
+
+def test_split_statements_drops_comment_only_parts() -> None:
+    sql = "-- header\nCREATE TABLE a (x String DEFAULT ';') ENGINE = Log;\n-- trailer\n;\n"
+    assert split_statements(sql) == [
+        "-- header\nCREATE TABLE a (x String DEFAULT ';') ENGINE = Log"
+    ]
+
+
+@pytest.mark.parametrize(("table", "spec"), [(EVENTS, "clean_event"), (REJECTED, "rejected_event")])
+def test_table_columns_mirror_the_avro_schema(client: Client, table: Any, spec: str) -> None:
+    """The DDL and the .avsc are the two places a column is named: they must agree."""
+    newest = sorted(SCHEMA_DIR.glob(f"{spec}.v*.avsc"))[-1]
+    fields = tuple(f["name"] for f in json.loads(newest.read_text())["fields"])
+    described = client.query(f"DESCRIBE TABLE {table.name}").result_rows
+    assert table.columns == fields
+    assert tuple(r[0] for r in described) == (*fields, "inserted_at")
+
+
+def test_migrations_use_no_database_name() -> None:
+    """The same SQL must run in whatever database the server URL names."""
+    for path in MIGRATIONS_DIR.glob("*.sql"):
+        assert "default." not in path.read_text()
+
+
+# --- dedupe -------------------------------------------------------------------------------------
+
+
+def test_same_event_id_twice_is_one_row_with_final(client: Client, product: str) -> None:
+    writer = EventWriter(client)
+    writer.insert_events([clean(product, "evt_1", person_id="anon")])
+    writer.insert_events([clean(product, "evt_1", person_id="u1"), clean(product, "evt_2")])
+    q = f"SELECT event_id, person_id FROM events {{}} WHERE product = '{product}' ORDER BY event_id"
+    assert len(client.query(q.format("")).result_rows) == 3
+    # The newest insert wins (version column inserted_at): a replay through newer rules replaces.
+    assert client.query(q.format("FINAL")).result_rows == [("evt_1", "u1"), ("evt_2", "u1")]
+
+
+def test_event_roundtrips_through_avro_and_clickhouse(client: Client, product: str) -> None:
+    codec = AvroCodec()
+    rec = clean(product, "evt_rt", external_id="ext", subject_type="user", version="2")
+    _, decoded = codec.decode(codec.encode(CLEAN_EVENT, rec))
+    EventWriter(client).insert_events([decoded])
+    row = client.query(
+        f"SELECT occurred_at, external_id, subject_type, version, properties "
+        f"FROM events FINAL WHERE product = '{product}'"
+    ).result_rows[0]
+    occurred = row[0] if row[0].tzinfo else row[0].replace(tzinfo=UTC)
+    assert occurred == rec["occurred_at"]  # millisecond precision kept
+    assert row[1:] == ("ext", "user", "2", '{"a": 1}')
+
+
+def test_rejected_rows_keep_binary_payload(client: Client, product: str) -> None:
+    EventWriter(client).insert_rejected(
+        [
+            {
+                "event_id": "x",
+                "product": product,
+                "source": "api",
+                "dialect": "v1",
+                "stage": "sink",
+                "reason": "not avro",
+                "received_at": 1_700_000_000_000,
+                "payload": b"\xc3\x01\xff\x00",
+            }
+        ]
+    )
+    rows = client.query(
+        f"SELECT hex(payload), field, stage FROM rejected_events WHERE product = '{product}'"
+    ).result_rows
+    assert rows == [("C301FF00", None, "sink")]
+
+
+def test_readonly_client_cannot_write_and_does_not_affect_writer(
+    client: Client, readonly: Client, product: str
+) -> None:
+    with pytest.raises(Exception, match="readonly"):
+        readonly.command(f"INSERT INTO events (event_id, product) VALUES ('x', '{product}')")
+    EventWriter(client).insert_events([clean(product, "evt_ok")])
+    q = f"SELECT count() FROM events WHERE product = '{product}'"
+    assert readonly.query(q).result_rows == [(1,)]
+
+
+# --- row conversion (no ClickHouse) ---------------------------------------------------------
+
+
+def test_row_follows_schema_order_and_converts_timestamps() -> None:
+    rec = clean("p", "e", occurred_at=1_700_000_000_123, received_at=datetime(2026, 1, 1))
+    row = EVENTS.row(rec)
+    assert len(row) == len(EVENTS.columns)
+    values = dict(zip(EVENTS.columns, row, strict=True))
+    assert values["occurred_at"] == datetime(2023, 11, 14, 22, 13, 20, 123000, tzinfo=UTC)
+    assert values["received_at"] == datetime(2026, 1, 1, tzinfo=UTC)  # naive read as UTC
+    assert values["properties"] == '{"a": 1}'
+
+
+def test_row_fills_avro_defaults_and_refuses_missing_fields() -> None:
+    rec = clean("p", "e")
+    for optional in ("external_id", "person_id", "version", "properties", "traits"):
+        del rec[optional]
+    values = dict(zip(EVENTS.columns, EVENTS.row(rec), strict=True))
+    assert (values["person_id"], values["properties"], values["version"]) == ("", "{}", None)
+    del rec["product"]
+    with pytest.raises(ValueError, match="without product"):
+        EVENTS.row(rec)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [datetime(3000, 1, 1, tzinfo=UTC), datetime(1800, 1, 1, tzinfo=UTC), "2026-01-01", 1.5],
+)
+def test_row_refuses_timestamps_clickhouse_would_refuse(bad: Any) -> None:
+    with pytest.raises(ValueError, match="occurred_at"):
+        EVENTS.row(clean("p", "e", occurred_at=bad))
+
+
+def test_row_keeps_timezone_aware_values() -> None:
+    ts = datetime(2026, 3, 1, 12, tzinfo=UTC) + timedelta(milliseconds=7)
+    values = dict(zip(EVENTS.columns, EVENTS.row(clean("p", "e", occurred_at=ts)), strict=True))
+    assert values["occurred_at"] is ts

@@ -1,0 +1,285 @@
+"""sinks.sink's loop with a scripted consumer and a recording client: the commit order.
+
+The real broker and chDB are exercised end to end elsewhere; here each guarantee of the module
+docstring gets the test that would catch its loss: commit only after insert, no commit and no
+further consumption while inserts fail, undecodable messages stored as rejections, a table not
+inserted twice by a retry, revoked partitions' rows dropped.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from confluent_kafka import TopicPartition
+from prometheus_client import CollectorRegistry
+
+import sinks.sink as sink_module
+from eventpipe.codec import CLEAN_EVENT, REJECTED_EVENT, AvroCodec
+from eventpipe.settings import Settings
+from eventpipe.topics import TopicNames
+from sinks.clickhouse import EVENTS, REJECTED
+from sinks.sink import Sink, SinkMetrics
+
+SETTINGS = Settings(kafka_bootstrap="unused:9092", sink_batch_size=100, sink_flush_interval_s=0)
+TOPICS = TopicNames.from_settings(SETTINGS)
+CODEC = AvroCodec()
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sink_module, "BACKOFF_START_S", 0.001)
+    monkeypatch.setattr(sink_module, "BACKOFF_MAX_S", 0.004)
+
+
+class Msg:
+    def __init__(self, topic: str, partition: int, offset: int, value: bytes | None) -> None:
+        self._t, self._p, self._o, self._v = topic, partition, offset, value
+
+    def topic(self) -> str:
+        return self._t
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def value(self) -> bytes | None:
+        return self._v
+
+    def error(self) -> None:
+        return None
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_767_323_045_000)
+
+
+class ScriptedConsumer:
+    """Returns one scripted batch per consume(); sets stop when the script is exhausted."""
+
+    def __init__(self, log: list[Any], stop: threading.Event, script: list[Any]) -> None:
+        self.log, self.stop, self.script = log, stop, list(script)
+        self.on_revoke: Callable[..., None] | None = None
+        self.closed = False
+
+    def subscribe(self, topics: list[str], **callbacks: Any) -> None:
+        self.on_revoke = callbacks["on_revoke"]
+
+    def consume(self, num_messages: int, timeout: float) -> list[Msg]:
+        self.log.append("consume")
+        if not self.script:
+            self.stop.set()
+            return []
+        step = self.script.pop(0)
+        if callable(step):
+            step(self)
+            return []
+        return list(step)
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        assert asynchronous is False
+        self.log.append(("commit", sorted((o.topic, o.partition, o.offset) for o in offsets)))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class RecordingClient:
+    def __init__(self, log: list[Any], fail: dict[str, int] | None = None) -> None:
+        self.log, self.fail = log, dict(fail or {})
+        self.rows: dict[str, list[Any]] = {}
+
+    def insert(self, table: str, rows: Any, column_names: list[str]) -> None:
+        if self.fail.get(table, 0) > 0:
+            self.fail[table] -= 1
+            self.log.append(("insert failed", table))
+            raise ConnectionError("ClickHouse unavailable")
+        self.log.append(("insert", table, len(rows)))
+        self.rows.setdefault(table, []).extend(
+            dict(zip(column_names, r, strict=True)) for r in rows
+        )
+
+
+def clean_bytes(event_id: str) -> bytes:
+    rec = {
+        "event_id": event_id,
+        "product": "p",
+        "source": "api",
+        "dialect": "v2",
+        "event_type": "page",
+        "action": "view",
+        "canonical_name": "page.view",
+        "name_format": "unified",
+        "occurred_at": NOW,
+        "received_at": NOW,
+    }
+    return CODEC.encode(CLEAN_EVENT, rec)
+
+
+def rejected_bytes() -> bytes:
+    rec = {
+        "event_id": "r1",
+        "product": "p",
+        "source": "api",
+        "dialect": "v1",
+        "stage": "normalize",
+        "field": "name",
+        "reason": "empty name",
+        "received_at": NOW,
+        "payload": b"{}",
+    }
+    return CODEC.encode(REJECTED_EVENT, rec)
+
+
+def run(script: list[Any], fail: dict[str, int] | None = None) -> tuple[list[Any], RecordingClient]:
+    log: list[Any] = []
+    stop = threading.Event()
+    consumer = ScriptedConsumer(log, stop, script)
+    client = RecordingClient(log, fail)
+    sink = Sink(
+        SETTINGS,
+        client,  # type: ignore[arg-type]
+        CODEC,
+        metrics=SinkMetrics(CollectorRegistry()),
+        consumer_factory=lambda conf: consumer,  # type: ignore[arg-type,return-value]
+    )
+    sink.run(stop)
+    assert consumer.closed
+    return log, client
+
+
+def test_commit_comes_after_insert_with_next_offsets() -> None:
+    batch = [
+        Msg(TOPICS.clean, 0, 10, clean_bytes("a")),
+        Msg(TOPICS.clean, 0, 11, clean_bytes("b")),
+        Msg(TOPICS.clean, 2, 5, clean_bytes("c")),
+        Msg(TOPICS.rejected, 1, 0, rejected_bytes()),
+    ]
+    log, client = run([batch])
+    assert log[1:4] == [
+        ("insert", EVENTS.name, 3),
+        ("insert", REJECTED.name, 1),
+        ("commit", [(TOPICS.clean, 0, 12), (TOPICS.clean, 2, 6), (TOPICS.rejected, 1, 1)]),
+    ]
+    assert [r["event_id"] for r in client.rows[EVENTS.name]] == ["a", "b", "c"]
+    assert client.rows[REJECTED.name][0]["reason"] == "empty name"
+
+
+def test_failed_insert_is_retried_without_commit_or_further_consumption() -> None:
+    log, _ = run([[Msg(TOPICS.clean, 0, 0, clean_bytes("a"))]], fail={EVENTS.name: 3})
+    assert log[:6] == [
+        "consume",
+        ("insert failed", EVENTS.name),
+        ("insert failed", EVENTS.name),
+        ("insert failed", EVENTS.name),
+        ("insert", EVENTS.name, 1),
+        ("commit", [(TOPICS.clean, 0, 1)]),
+    ]
+
+
+def test_a_table_already_inserted_is_not_inserted_again_by_a_retry() -> None:
+    batch = [
+        Msg(TOPICS.clean, 0, 0, clean_bytes("a")),
+        Msg(TOPICS.rejected, 0, 0, rejected_bytes()),
+    ]
+    log, client = run([batch], fail={REJECTED.name: 2})
+    assert [e for e in log if e != "consume"][:5] == [
+        ("insert", EVENTS.name, 1),
+        ("insert failed", REJECTED.name),
+        ("insert failed", REJECTED.name),
+        ("insert", REJECTED.name, 1),
+        ("commit", [(TOPICS.clean, 0, 1), (TOPICS.rejected, 0, 1)]),
+    ]
+    assert len(client.rows[EVENTS.name]) == 1
+
+
+def test_stop_during_an_outage_gives_up_without_commit() -> None:
+    log: list[Any] = []
+    stop = threading.Event()
+    consumer = ScriptedConsumer(log, stop, [[Msg(TOPICS.clean, 0, 0, clean_bytes("a"))]])
+
+    class Down(RecordingClient):
+        def insert(self, table: str, rows: Any, column_names: list[str]) -> None:
+            if len(self.log) > 5:
+                stop.set()  # the owner stops the sink while ClickHouse is still down
+            super().insert(table, rows, column_names)
+
+    client = Down(log, fail={EVENTS.name: 10**6})
+    Sink(
+        SETTINGS,
+        client,  # type: ignore[arg-type]
+        CODEC,
+        metrics=SinkMetrics(CollectorRegistry()),
+        consumer_factory=lambda conf: consumer,  # type: ignore[arg-type,return-value]
+    ).run(stop)
+    assert consumer.closed
+    assert log[0] == "consume" and set(log[1:]) == {("insert failed", EVENTS.name)}
+
+
+def test_undecodable_messages_become_rejections_and_the_loop_goes_on() -> None:
+    batch = [
+        Msg(TOPICS.clean, 0, 0, b"not avro"),
+        Msg(TOPICS.clean, 0, 1, None),
+        Msg(TOPICS.clean, 0, 2, CODEC.encode("eventpipe.IdentityLink", _link())),
+        Msg(TOPICS.clean, 0, 3, clean_bytes("ok")),
+    ]
+    log, client = run([batch])
+    rejected = client.rows[REJECTED.name]
+    assert [r["event_id"] for r in rejected] == [f"{TOPICS.clean}/0/{i}" for i in range(3)]
+    assert all(r["stage"] == "sink" for r in rejected)
+    assert "missing C3 01 header" in rejected[0]["reason"]
+    assert rejected[0]["payload"] == b"not avro"
+    assert "IdentityLink" in rejected[2]["reason"]
+    assert [r["event_id"] for r in client.rows[EVENTS.name]] == ["ok"]
+    assert ("commit", [(TOPICS.clean, 0, 4)]) in log
+
+
+def test_out_of_range_timestamp_is_rejected_not_retried_forever() -> None:
+    rec = CODEC.decode(clean_bytes("x"))[1]
+    rec["occurred_at"] = datetime(2400, 1, 1, tzinfo=UTC)
+    log, client = run([[Msg(TOPICS.clean, 1, 7, CODEC.encode(CLEAN_EVENT, rec))]])
+    assert "outside DateTime64" in client.rows[REJECTED.name][0]["reason"]
+    assert ("commit", [(TOPICS.clean, 1, 8)]) in log
+
+
+def test_revoked_partitions_buffered_rows_are_dropped_not_committed() -> None:
+    def revoke_p0(consumer: ScriptedConsumer) -> None:
+        assert consumer.on_revoke is not None
+        consumer.on_revoke(consumer, [TopicPartition(TOPICS.clean, 0)])
+
+    settings = SETTINGS.model_copy(update={"sink_flush_interval_s": 60})
+    log: list[Any] = []
+    stop = threading.Event()
+    consumer = ScriptedConsumer(
+        log,
+        stop,
+        [
+            [Msg(TOPICS.clean, 0, 0, clean_bytes("a")), Msg(TOPICS.clean, 1, 0, clean_bytes("b"))],
+            revoke_p0,
+        ],
+    )
+    client = RecordingClient(log)
+    Sink(
+        settings,
+        client,  # type: ignore[arg-type]
+        CODEC,
+        metrics=SinkMetrics(CollectorRegistry()),
+        consumer_factory=lambda conf: consumer,  # type: ignore[arg-type,return-value]
+    ).run(stop)
+    assert [r["event_id"] for r in client.rows[EVENTS.name]] == ["b"]
+    assert ("commit", [(TOPICS.clean, 1, 1)]) in log
+
+
+def _link() -> dict[str, Any]:
+    schema = CODEC.schema("eventpipe.IdentityLink")
+    out: dict[str, Any] = {}
+    for f in schema["fields"]:
+        t = f["type"]
+        logical = isinstance(t, dict) and t.get("logicalType") == "timestamp-millis"
+        out[f["name"]] = NOW if logical else ("x" if t == "string" else f.get("default"))
+    return out
