@@ -1,4 +1,5 @@
-"""The documents' examples (golden files, every dialect) and dialect v2 end to end: HTTP in, rows out of ClickHouse, through the real broker and agents."""
+"""The documents' examples (golden files, every dialect), and dialect v2 end to end:
+HTTP in, rows out of ClickHouse, through the real broker and agents."""
 
 from __future__ import annotations
 
