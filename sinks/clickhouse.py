@@ -25,7 +25,7 @@ import clickhouse_connect
 import structlog
 from clickhouse_connect.driver.client import Client
 
-from eventpipe.codec import CLEAN_EVENT, REJECTED_EVENT
+from eventpipe.codec import CLEAN_EVENT, IDENTITY_LINK, REJECTED_EVENT
 from schemas import schema_files
 
 log = structlog.get_logger(__name__)
@@ -188,7 +188,8 @@ class Table:
 
 EVENTS = Table.from_schema("events", CLEAN_EVENT)
 REJECTED = Table.from_schema("rejected_events", REJECTED_EVENT)
-TABLES_BY_RECORD = {t.record: t for t in (EVENTS, REJECTED)}
+IDENTITY_LINKS = Table.from_schema("identity_links", IDENTITY_LINK)
+TABLES_BY_RECORD = {t.record: t for t in (EVENTS, REJECTED, IDENTITY_LINKS)}
 
 
 class EventWriter:

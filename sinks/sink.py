@@ -39,7 +39,6 @@ from eventpipe.kafka import consumer_config
 from eventpipe.settings import Settings
 from eventpipe.topics import TopicNames
 from sinks.clickhouse import (
-    EVENTS,
     REJECTED,
     TABLES_BY_RECORD,
     EventWriter,
@@ -127,11 +126,14 @@ class Sink:
     def run(self, stop: threading.Event) -> None:
         consumer = self._consumer_factory(consumer_config(self.settings, self.settings.sink_group))
         consumer.subscribe(
-            [self.topics.clean, self.topics.rejected],
+            [self.topics.clean, self.topics.rejected, self.topics.identities],
             on_revoke=self._on_revoke,
             on_lost=self._on_revoke,
         )
-        log.info("sink started", topics=[self.topics.clean, self.topics.rejected])
+        log.info(
+            "sink started",
+            topics=[self.topics.clean, self.topics.rejected, self.topics.identities],
+        )
         try:
             while not stop.is_set():
                 self._fill(consumer, stop)
@@ -214,7 +216,7 @@ class Sink:
 
     def _flush(self, consumer: Consumer, stop: threading.Event) -> None:
         ranges = {f"{t}[{p}]": f"{b.first}-{b.next - 1}" for (t, p), b in self._batch.items()}
-        pending = [EVENTS, REJECTED]
+        pending = list(TABLES_BY_RECORD.values())
         delay = BACKOFF_START_S
         while pending:
             table = pending[0]

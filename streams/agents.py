@@ -7,27 +7,27 @@ Per raw record, in this order:
    ``RejectedEvent``: the agent never crashes on a record and never drops one silently;
 2. if it carries an external id, ask the dedupe table (``streams.dedupe.decide``); a duplicate
    is counted and dropped;
-3. send the ``CleanEvent`` (keyed by event id), and only then record the key in the table, so a
-   marker never exists for a record that was not handed to the producer.
+3. send the ``CleanEvent`` on to identity linking (``events.deduped``, keyed by identity key),
+   and only then record the key in the table, so a marker never exists for a record that was
+   not handed to the producer. A duplicate is reported on ``events.rejected`` (stage
+   ``dedupe``) instead.
 
-Offsets: Faust acks the batch's events after this loop body returns and, before committing
+Offsets: Faust acks an event when the agent asks for the next one and, before committing
 offsets, flushes the producer (clean records and changelog writes alike). At-least-once: a
 record read again after a crash is forwarded again (``Decision.REDELIVERY``); ClickHouse keeps
 one row per event id.
 
-Later stage: identity linking will read ``events.deduped``; it goes in by passing that topic as
-``forward_to`` (keyed by identity key) and letting the link agent produce ``events.clean``.
+Next stage: ``streams.identity`` reads ``events.deduped`` and produces ``events.clean``.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import structlog
-from faust import App, EventT, Stream, StreamT, TopicT
+from faust import App, EventT, StreamT, TopicT
 from prometheus_client import Counter as PromCounter
 
 from eventpipe import dialects
@@ -36,13 +36,9 @@ from eventpipe.event import clean_record
 from eventpipe.ids import derived_event_id
 from streams.codec import Undecodable
 from streams.dedupe import Decision, decide, table_key, to_ms
+from streams.identity import identity_key
 
 log = structlog.get_logger(__name__)
-
-BATCH_MAX = 500
-"""Events per ``take_events`` batch: measured best on Tansu (ARCHITECTURE.md, Faust throughput)."""
-BATCH_WITHIN_S = 0.05
-"""How long a partial batch waits: bounds the added latency at low traffic."""
 
 DEDUPE_DROPPED = PromCounter(
     "eventpipe_dedupe_dropped_total", "Keyed events dropped as duplicates", ["product"]
@@ -67,8 +63,12 @@ class Reject:
 
 @dataclass(frozen=True, slots=True)
 class Drop:
+    """A duplicate: not forwarded, but reported on ``events.rejected`` (stage ``dedupe``), so
+    dedupe counts are queryable and a test can tell a retry has been processed."""
+
     product: str
     key: bytes
+    notice: dict[str, Any]
 
 
 Outcome = Forward | Reject | Drop
@@ -124,11 +124,14 @@ def process(raw: Mapping[str, Any], seen: Mapping[bytes, int], window_ms: int) -
         key = table_key(raw["product"], raw["source"], external_id)
         decision = decide(seen.get(key), received_ms, window_ms)
         if decision is Decision.DUPLICATE:
-            return Drop(raw["product"], key)
+            notice = rejected(
+                raw, "dedupe", "duplicate of an event accepted earlier", "external_id"
+            )
+            return Drop(raw["product"], key, notice)
         if decision is Decision.FIRST:
             mark = (key, received_ms)
     record = clean_record(dict(raw), parsed, person_id=parsed.actor_id)
-    return Forward(raw["event_id"].encode(), record, mark)
+    return Forward(identity_key(record), record, mark)
 
 
 def _safe_process(raw: Mapping[str, Any], seen: Mapping[bytes, int], window_ms: int) -> Outcome:
@@ -148,52 +151,51 @@ def attach_normalize_dedupe(
     table: MutableMapping[bytes, int],
     window_ms: int,
 ) -> None:
-    """Register the agent on ``app``; every dependency comes in as an argument."""
+    """Register the agent on ``app``; every dependency comes in as an argument.
+
+    One event at a time rather than ``stream.take_events()``: the table is then written while
+    Faust knows the current event, so a key's changelog partition is its raw partition (the
+    one this worker recovers), with no ``use_partitioner``. Producer linger batches the sends.
+    """
+    outcomes = {name: PROCESSED.labels(name) for name in ("forwarded", "rejected", "duplicate")}
 
     async def normalize_dedupe(stream: StreamT[Any]) -> None:
-        # take_events is on the concrete Stream only (not in StreamT).
-        async for events in cast(Stream[Any], stream).take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            counts = await _handle_batch(events, forward_to, rejected_to, table, window_ms)
-            for outcome, n in counts.items():
-                PROCESSED.labels(outcome).inc(n)
+        async for event in stream.events():
+            outcome = await _handle_event(event, forward_to, rejected_to, table, window_ms)
+            outcomes[outcome].inc()
 
     app.agent(source, name="normalize_dedupe")(normalize_dedupe)
 
 
-async def _handle_batch(
-    events: Sequence[EventT[Any]],
+async def _handle_event(
+    event: EventT[Any],
     forward_to: TopicT,
     rejected_to: TopicT,
     table: MutableMapping[bytes, int],
     window_ms: int,
-) -> Counter[str]:
-    counts: Counter[str] = Counter()
-    for event in events:
-        value: Any = event.value
-        if isinstance(value, Undecodable):
-            msg = event.message
-            record = rejected_undecodable(
-                value, msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000)
-            )
-            await rejected_to.send(key=record["event_id"].encode(), value=record)
-            counts["rejected"] += 1
-            continue
-        out = _safe_process(value, table, window_ms)
-        if isinstance(out, Forward):
-            try:
-                await forward_to.send(key=out.key, value=out.record)
-            except Exception as exc:  # e.g. a value the clean schema cannot encode
-                out = Reject(rejected(value, "normalize", f"cannot send: {exc!r}"))
-            else:
-                if out.mark is not None:
-                    table[out.mark[0]] = out.mark[1]
-                counts["forwarded"] += 1
-                continue
-        if isinstance(out, Reject):
-            await rejected_to.send(key=out.record["event_id"].encode(), value=out.record)
-            counts["rejected"] += 1
+) -> str:
+    value: Any = event.value
+    if isinstance(value, Undecodable):
+        msg = event.message
+        record = rejected_undecodable(
+            value, msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000)
+        )
+        await rejected_to.send(key=record["event_id"].encode(), value=record)
+        return "rejected"
+    out = _safe_process(value, table, window_ms)
+    if isinstance(out, Forward):
+        try:
+            await forward_to.send(key=out.key, value=out.record)
+        except Exception as exc:  # e.g. a value the clean schema cannot encode
+            out = Reject(rejected(value, "normalize", f"cannot send: {exc!r}"))
         else:
-            DEDUPE_DROPPED.labels(out.product).inc()
-            log.debug("duplicate dropped", product=out.product, key=out.key)
-            counts["duplicate"] += 1
-    return counts
+            if out.mark is not None:
+                table[out.mark[0]] = out.mark[1]
+            return "forwarded"
+    if isinstance(out, Reject):
+        await rejected_to.send(key=out.record["event_id"].encode(), value=out.record)
+        return "rejected"
+    await rejected_to.send(key=out.notice["event_id"].encode(), value=out.notice)
+    DEDUPE_DROPPED.labels(out.product).inc()
+    log.debug("duplicate dropped", product=out.product, key=out.key)
+    return "duplicate"

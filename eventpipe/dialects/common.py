@@ -89,3 +89,20 @@ def as_object(value: Any, field: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidEvent("must be a JSON object", field=field)
     return value
+
+
+def anonymous_id_property(properties: dict[str, Any], field: str) -> str | None:
+    value = properties.get("anonymous_id")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidEvent("must be a string", field=f"{field}.anonymous_id")
+    return check_id(value, f"{field}.anonymous_id")
+
+
+def traits_property(properties: dict[str, Any], field: str) -> dict[str, Any]:
+    """User attributes sent in ``properties.traits`` (v1 and v2), valid from the event's time."""
+    traits = properties.get("traits")
+    if traits is None:
+        return {}
+    return as_object(traits, f"{field}.traits")

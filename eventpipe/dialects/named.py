@@ -2,8 +2,9 @@
 
 ``name`` follows the v2 unified rule (``noun.action``); ``v`` must look like ``YYYY-MM-DD.XY``
 and is kept on the event; ``ts`` is integer milliseconds (default: receive time). The ``user``
-object gives the user id (``external_id``, a string or an integer) and user attributes, which
-are valid from the event's time.
+object gives the user id (``external_id``, a string or an integer), optionally the pre-login
+``anonymous_id`` to link to it, and user attributes (every other key), valid from the event's
+time.
 """
 
 from __future__ import annotations
@@ -42,21 +43,27 @@ def parse(payload: bytes, received_at_ms: int) -> ParsedEvent:
     if ev.v is not None and not VERSION.match(ev.v):
         raise InvalidEvent(f"version {ev.v!r} must look like YYYY-MM-DD.XY", field="v")
     user_id: str | None = None
+    anonymous_id: str | None = None
     traits: dict[str, Any] = {}
     if ev.user is not None:
         traits = dict(ev.user)
-        ext = traits.pop("external_id", None)
-        if isinstance(ext, bool) or not isinstance(ext, str | int | None):
-            raise InvalidEvent("must be a string or an integer", field="user.external_id")
-        user_id = check_id(None if ext is None else str(ext), "user.external_id")
+        user_id = _id(traits.pop("external_id", None), "user.external_id")
+        anonymous_id = _id(traits.pop("anonymous_id", None), "user.anonymous_id")
     return ParsedEvent(
         name=name,
         occurred_at_ms=received_at_ms if ev.ts is None else check_ms(ev.ts, "ts"),
         user_id=user_id,
+        anonymous_id=anonymous_id,
         version=ev.v,
         properties=ev.data,
         traits=traits,
     )
+
+
+def _id(value: Any, field: str) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, str | int | None):
+        raise InvalidEvent("must be a string or an integer", field=field)
+    return check_id(None if value is None else str(value), field)
 
 
 def split_batch(body: bytes) -> list[msgspec.Raw]:

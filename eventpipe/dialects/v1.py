@@ -1,8 +1,9 @@
 """Dialect ``v1`` (document 003): ``POST /v1/events`` and ``POST /v1/batch/events``.
 
 ``user_id`` or ``anonymous_id`` is required (400 names ``user_id`` when both are missing);
-``timestamp`` is required ISO 8601. The ``Idempotency-Key`` header is not part of the body: the
-edge turns it into the event's external id (see ``idempotency_external_id``).
+``timestamp`` is required ISO 8601; ``properties.traits`` (an object) holds user attributes.
+The ``Idempotency-Key`` header is not part of the body: the edge turns it into the event's
+external id (see ``idempotency_external_id``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from eventpipe.dialects.common import check_id, decode, from_name_error, to_ms
+from eventpipe.dialects.common import check_id, decode, from_name_error, to_ms, traits_property
 from eventpipe.errors import InvalidEvent
 from eventpipe.event import ParsedEvent
 from eventpipe.naming import InvalidName, normalize
@@ -46,6 +47,7 @@ def parse(payload: bytes, received_at_ms: int) -> ParsedEvent:
         user_id=user_id,
         anonymous_id=anonymous_id,
         properties=ev.properties or {},
+        traits=traits_property(ev.properties or {}, "properties"),
     )
 
 

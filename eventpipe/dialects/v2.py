@@ -1,5 +1,9 @@
 """Dialect ``v2`` (document 000): ``POST /api/v2/events`` and ``/api/v2/events/batch``.
 
+Identity: a user subject (``subject_type: user``) is the user id; ``properties.anonymous_id``,
+when present, is the pre-login id it gets linked to; ``properties.traits`` (an object) holds user
+attributes.
+
 Unknown top-level fields are rejected (400 naming the field): a typo such as ``ocurred_at``
 would otherwise silently become "now". Free-form data belongs in ``properties``.
 """
@@ -11,7 +15,14 @@ from typing import Any, Literal
 
 import msgspec
 
-from eventpipe.dialects.common import check_id, decode, from_name_error, to_ms
+from eventpipe.dialects.common import (
+    anonymous_id_property,
+    check_id,
+    decode,
+    from_name_error,
+    to_ms,
+    traits_property,
+)
 from eventpipe.errors import InvalidEvent
 from eventpipe.event import ParsedEvent
 from eventpipe.naming import InvalidName, normalize
@@ -45,6 +56,8 @@ def parse(payload: bytes, received_at_ms: int) -> ParsedEvent:
     if ev.properties is not None and ev.metadata is not None:
         raise InvalidEvent("give 'properties' or its alias 'metadata', not both", field="metadata")
     occurred = received_at_ms if ev.occurred_at is None else to_ms(ev.occurred_at, "occurred_at")
+    properties = ev.properties if ev.properties is not None else (ev.metadata or {})
+    field = "properties" if ev.properties is not None else "metadata"
     return ParsedEvent(
         name=name,
         occurred_at_ms=occurred,
@@ -52,7 +65,9 @@ def parse(payload: bytes, received_at_ms: int) -> ParsedEvent:
         subject_type=ev.subject_type,
         subject_id=check_id(ev.subject_id, "subject_id"),
         user_id=check_id(ev.subject_id, "subject_id") if ev.subject_type == "user" else None,
-        properties=ev.properties if ev.properties is not None else (ev.metadata or {}),
+        anonymous_id=anonymous_id_property(properties, field),
+        properties=properties,
+        traits=traits_property(properties, field),
     )
 
 

@@ -225,7 +225,7 @@ def test_undecodable_messages_become_rejections_and_the_loop_goes_on() -> None:
     batch = [
         Msg(TOPICS.clean, 0, 0, b"not avro"),
         Msg(TOPICS.clean, 0, 1, None),
-        Msg(TOPICS.clean, 0, 2, CODEC.encode("eventpipe.IdentityLink", _link())),
+        Msg(TOPICS.clean, 0, 2, CODEC.encode("eventpipe.RawEvent", _raw())),
         Msg(TOPICS.clean, 0, 3, clean_bytes("ok")),
     ]
     log, client = run([batch])
@@ -234,7 +234,7 @@ def test_undecodable_messages_become_rejections_and_the_loop_goes_on() -> None:
     assert all(r["stage"] == "sink" for r in rejected)
     assert "missing C3 01 header" in rejected[0]["reason"]
     assert rejected[0]["payload"] == b"not avro"
-    assert "IdentityLink" in rejected[2]["reason"]
+    assert "RawEvent" in rejected[2]["reason"]
     assert [r["event_id"] for r in client.rows[EVENTS.name]] == ["ok"]
     assert ("commit", [(TOPICS.clean, 0, 4)]) in log
 
@@ -275,11 +275,14 @@ def test_revoked_partitions_buffered_rows_are_dropped_not_committed() -> None:
     assert ("commit", [(TOPICS.clean, 1, 1)]) in log
 
 
-def _link() -> dict[str, Any]:
-    schema = CODEC.schema("eventpipe.IdentityLink")
-    out: dict[str, Any] = {}
-    for f in schema["fields"]:
-        t = f["type"]
-        logical = isinstance(t, dict) and t.get("logicalType") == "timestamp-millis"
-        out[f["name"]] = NOW if logical else ("x" if t == "string" else f.get("default"))
-    return out
+def _raw() -> dict[str, Any]:
+    """A record of a type the sink does not write (raw events stay in Kafka)."""
+    return {
+        "event_id": "evt_x",
+        "dialect": "v2",
+        "product": "p",
+        "source": "api",
+        "external_id": None,
+        "received_at": NOW,
+        "payload": b"{}",
+    }

@@ -1,0 +1,100 @@
+"""What one raw record becomes (streams.agents.process) and the Faust codec: no broker."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from eventpipe.codec import CLEAN_EVENT, RAW_EVENT, REJECTED_EVENT, AvroCodec
+from eventpipe.ids import event_id_for
+from streams.agents import Drop, Forward, Reject, process, rejected_undecodable
+from streams.codec import AvroRecordCodec, Undecodable
+from streams.dedupe import table_key
+from streams.identity import identity_key
+
+WINDOW = 3600 * 1000
+T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+T0_MS = 1_777_636_800_000
+codec = AvroCodec()
+
+
+def raw(payload: bytes, external_id: str | None = None, at_ms: int = T0_MS) -> dict[str, Any]:
+    eid, _ = event_id_for("shop", "api", external_id)
+    return {
+        "event_id": eid,
+        "dialect": "v2",
+        "product": "shop",
+        "source": "api",
+        "external_id": external_id,
+        "received_at": datetime.fromtimestamp(at_ms / 1000, tz=UTC),
+        "payload": payload,
+    }
+
+
+def test_unkeyed_event_is_forwarded_as_a_clean_record_and_marks_nothing() -> None:
+    r = raw(b'{"event_type":"project","action":"created"}')
+    out = process(r, {}, WINDOW)
+    assert isinstance(out, Forward)
+    assert out.mark is None
+    assert out.key == identity_key(out.record)  # events.deduped is keyed for linking
+    assert out.record["canonical_name"] == "project_created"
+    assert out.record["received_at"] == T0_MS
+    codec.encode(CLEAN_EVENT, out.record)  # the clean schema accepts it
+
+
+def test_unkeyed_events_are_never_duplicates() -> None:
+    seen: dict[bytes, int] = {}
+    payload = b'{"event_type":"project","action":"created"}'
+    assert all(isinstance(process(raw(payload), seen, WINDOW), Forward) for _ in range(3))
+
+
+def test_keyed_event_marks_its_key_then_copies_are_dropped() -> None:
+    seen: dict[bytes, int] = {}
+    payload = b'{"event":"user.signed_up","external_id":"e1"}'
+    first = process(raw(payload, "e1"), seen, WINDOW)
+    assert isinstance(first, Forward)
+    assert first.mark == (table_key("shop", "api", "e1"), T0_MS)
+    seen[first.mark[0]] = first.mark[1]
+    again = process(raw(payload, "e1", T0_MS + 5_000), seen, WINDOW)
+    assert isinstance(again, Drop)
+    assert (again.product, again.key) == ("shop", table_key("shop", "api", "e1"))
+    assert (again.notice["stage"], again.notice["field"]) == ("dedupe", "external_id")
+    codec.encode(REJECTED_EVENT, again.notice)
+    # the very same raw record read again (redelivery) is forwarded, not dropped
+    redelivered = process(raw(payload, "e1"), seen, WINDOW)
+    assert isinstance(redelivered, Forward) and redelivered.mark is None
+
+
+def test_invalid_event_is_rejected_with_field_and_reason() -> None:
+    out = process(raw(b'{"event":"signup"}'), {}, WINDOW)
+    assert isinstance(out, Reject)
+    assert out.record["stage"] == "normalize"
+    assert out.record["field"] == "event"
+    assert "separator" in out.record["reason"]
+    codec.encode(REJECTED_EVENT, out.record)
+
+
+def test_unknown_dialect_is_rejected() -> None:
+    r = raw(b"{}") | {"dialect": "v9"}
+    out = process(r, {}, WINDOW)
+    assert isinstance(out, Reject) and out.record["field"] == "dialect"
+
+
+def test_codec_decodes_records_and_never_raises_on_bad_bytes() -> None:
+    c = AvroRecordCodec(RAW_EVENT, codec)
+    r = raw(b"{}")
+    r["received_at"] = T0_MS
+    value = c.loads(c.dumps(r))
+    assert value["event_id"] == r["event_id"]
+    bad = c.loads(b"\x00not avro")
+    assert isinstance(bad, Undecodable) and bad.data == b"\x00not avro"
+    wrong = c.loads(codec.encode(REJECTED_EVENT, rejected_undecodable(bad, "t", 0, 7, T0_MS)))
+    assert isinstance(wrong, Undecodable) and "expected" in wrong.reason
+
+
+def test_undecodable_rejection_has_a_stable_id() -> None:
+    u = Undecodable(b"x", "bad")
+    a = rejected_undecodable(u, "events.raw", 1, 42, T0_MS)
+    assert a == rejected_undecodable(u, "events.raw", 1, 42, T0_MS)
+    assert a["event_id"] != rejected_undecodable(u, "events.raw", 1, 43, T0_MS)["event_id"]
+    codec.encode(REJECTED_EVENT, a)
