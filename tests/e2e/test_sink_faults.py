@@ -1,0 +1,161 @@
+"""The sink under ClickHouse failure: no offset moves until the rows are in, and nothing is lost
+or doubled once ClickHouse is back. Real Tansu broker, real chDB; the fault is injected by a
+client wrapper whose inserts raise while ``failing`` is set.
+
+Runs in this process (not through ``eventpipe dev``) because it must break ClickHouse under a
+running sink; it skips where the suite runs against external servers.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from eventpipe.codec import CLEAN_EVENT, AvroCodec
+from eventpipe.embedded import TansuBroker
+from eventpipe.kafka import ensure_topics, producer_config
+from eventpipe.settings import Settings
+from eventpipe.topics import TopicNames
+from sinks.clickhouse import connect, migrate
+from sinks.sink import Sink, SinkMetrics
+
+pytestmark = pytest.mark.fault
+PRODUCT = "sinkfault"
+
+
+class FlakyClient:
+    """A clickhouse-connect client whose inserts fail while ``failing`` is set."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.failing = threading.Event()
+        self.failures = 0
+
+    def insert(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failing.is_set():
+            self.failures += 1
+            raise ConnectionError("injected: ClickHouse unavailable")
+        return self.inner.insert(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def clean(event_id: str) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "event_id": event_id,
+        "product": PRODUCT,
+        "source": "api",
+        "dialect": "v2",
+        "event_type": "page",
+        "action": "viewed",
+        "canonical_name": "page_viewed",
+        "name_format": "unified",
+        "occurred_at": now,
+        "received_at": now,
+        "external_id": None,
+        "subject_type": None,
+        "subject_id": None,
+        "user_id": None,
+        "anonymous_id": None,
+        "person_id": "",
+        "version": None,
+        "properties": "{}",
+        "traits": "{}",
+    }
+
+
+def wait(pred: Callable[[], bool], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def env(backend_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, Any]]:
+    if backend_env:
+        pytest.skip("injects faults into the embedded ClickHouse")
+    broker = TansuBroker()
+    broker.start()
+    settings = Settings(
+        kafka_bootstrap=broker.bootstrap,
+        kafka_session_timeout_s=2,
+        kafka_heartbeat_interval_s=0.5,
+        topic_prefix=f"sf{uuid.uuid4().hex[:6]}.",
+        sink_group="sink-fault",
+        sink_flush_interval_s=0.2,
+    )
+    ensure_topics(settings)
+    dsn = f"chdb://{tmp_path / 'ch'}"
+    writer = connect(dsn)
+    migrate(writer)
+    reader = connect(dsn, readonly=True)
+    try:
+        yield {"settings": settings, "writer": writer, "reader": reader, "broker": broker}
+    finally:
+        reader.close()
+        writer.close()
+        broker.stop()
+
+
+def test_sink_retries_commits_nothing_during_an_outage_and_catches_up(
+    env: dict[str, Any],
+) -> None:
+    settings: Settings = env["settings"]
+    topics = TopicNames.from_settings(settings)
+    codec = AvroCodec()
+    producer = Producer(producer_config(settings))
+
+    def send(ids: list[str]) -> None:
+        for eid in ids:
+            producer.produce(topics.clean, codec.encode(CLEAN_EVENT, clean(eid)), key=eid)
+        assert producer.flush(30) == 0
+
+    def rows(final: bool = True) -> int:
+        sql = f"SELECT count() FROM events {'FINAL' if final else ''} WHERE product = '{PRODUCT}'"
+        return int(env["reader"].query(sql).result_rows[0][0])
+
+    def committed() -> int:
+        c = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": settings.sink_group})
+        parts = [TopicPartition(topics.clean, p) for p in range(settings.topic_partitions)]
+        offsets = c.committed(parts, timeout=10)
+        c.close()
+        return sum(max(tp.offset, 0) for tp in offsets)
+
+    flaky = FlakyClient(env["writer"])
+    stop = threading.Event()
+    sink = Sink(settings, flaky, codec, metrics=SinkMetrics(CollectorRegistry()))  # type: ignore[arg-type]
+    thread = threading.Thread(target=sink.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        first = [f"evt_a{i}" for i in range(500)]
+        send(first)
+        wait(lambda: rows() == 500)
+        wait(lambda: committed() == 500)
+
+        flaky.failing.set()
+        second = [f"evt_b{i}" for i in range(700)]
+        send(second)
+        wait(lambda: flaky.failures >= 3)  # the sink is retrying with backoff
+        assert rows(final=False) == 500, "nothing inserted during the outage"
+        assert committed() == 500, "no offset committed for rows ClickHouse does not have"
+
+        flaky.failing.clear()
+        wait(lambda: rows() == 1200)
+        wait(lambda: committed() == 1200)
+        assert rows(final=False) == 1200, "each row inserted once, no doubles after the retries"
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
