@@ -44,18 +44,17 @@ def edge(
     host: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Run the HTTP edge against EVENTPIPE_KAFKA_BOOTSTRAP (keys from EVENTPIPE_API_KEYS)."""
-    import uvicorn
-
     from eventpipe.kafka import producer_config
     from producers.app import create_app
     from producers.auth import KeyStore
     from producers.publisher import KafkaPublisher
+    from producers.server import serve
 
     s = _settings(port=port, host=host)
     publisher = KafkaPublisher(producer_config(s))
     try:
         application = create_app(s, publisher, KeyStore(s.api_keys, s.rate_limit_per_minute))
-        uvicorn.run(application, host=s.host, port=s.port, log_level="warning", lifespan="off")
+        serve(application, s.host, s.port)
     finally:
         publisher.close()
 

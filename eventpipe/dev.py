@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-import uvicorn
 
 from eventpipe.codec import AvroCodec
 from eventpipe.embedded import TansuBroker, die_with_parent, free_port
@@ -32,6 +31,7 @@ from eventpipe.settings import Settings
 from producers.app import create_app
 from producers.auth import KeyStore, new_key
 from producers.publisher import KafkaPublisher
+from producers.server import serve
 from sinks.clickhouse import connect, migrate
 from sinks.sink import Sink
 
@@ -177,10 +177,7 @@ def run_dev(settings: Settings) -> None:
             "  Ctrl-C stops everything.",
             flush=True,
         )
-        config = uvicorn.Config(
-            app, host=settings.host, port=port, log_level="warning", lifespan="off"
-        )
-        uvicorn.Server(config).run()
+        serve(app, settings.host, port)
         log.info("shutting down")
 
 

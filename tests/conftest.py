@@ -90,7 +90,10 @@ class Stack:
             if until(rows):
                 return rows
             time.sleep(0.2)
-        raise AssertionError(f"timed out after {timeout_s}s waiting on {sql!r}; last: {rows}")
+        shown = repr(rows)
+        if len(shown) > 600:
+            shown = shown[:600] + f"... ({len(rows)} rows)"
+        raise AssertionError(f"timed out after {timeout_s}s waiting on {sql!r}; last: {shown}")
 
     def log_tail(self, n: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-n:]
