@@ -26,7 +26,7 @@ from eventpipe.codec import AvroCodec
 from eventpipe.errors import EventpipeError, InvalidEvent, Unauthorized
 from eventpipe.settings import Settings
 from eventpipe.topics import TopicNames
-from producers import named, v1, v2
+from producers import named, openapi, v1, v2
 from producers.auth import KeyStore, RateLimiter, new_key
 from producers.ingest import Ingest, error_response, json_response
 from producers.publisher import Publisher
@@ -141,6 +141,7 @@ def create_app(
         Route("/named/events", _guard(named_single), methods=["POST"]),
         Route("/named/events/batch", _guard(named_batch), methods=["POST"]),
         Route("/healthz", health, methods=["GET"]),
+        Route("/openapi.json", openapi.endpoint(settings.max_batch_events), methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
     if settings.admin_token:

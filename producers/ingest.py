@@ -67,14 +67,19 @@ class Ingest:
         principal = self.keys.authenticate(request.headers.get("authorization"))
         self.limiter.check(principal)
         ctype = request.headers.get("content-type", "application/json")
-        if ctype.split(";", 1)[0].strip().lower() != "application/json":
+        media, *params = ctype.lower().split(";")
+        charsets = {p.partition("=")[2].strip(' "') for p in params if "charset" in p}
+        if media.strip() != "application/json" or not charsets <= {"utf-8", "utf8"}:
             raise InvalidEvent(
-                f"unsupported Content-Type {ctype!r}: send application/json", field="Content-Type"
+                f"unsupported Content-Type {ctype[:100]!r}: send application/json (UTF-8)",
+                field="Content-Type",
             )
+        # No decompression at all, so no gzip bomb: compressed bodies are refused.
         encoding = request.headers.get("content-encoding", "identity").lower()
         if encoding != "identity":
             raise InvalidEvent(
-                f"unsupported Content-Encoding {encoding!r}", field="Content-Encoding"
+                f"unsupported Content-Encoding {encoding[:100]!r}: send the body uncompressed",
+                field="Content-Encoding",
             )
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.max_body_bytes:

@@ -14,7 +14,15 @@ from typing import Any
 
 import msgspec
 
-from eventpipe.dialects.common import check_id, check_ms, decode, from_name_error
+from eventpipe.dialects.common import (
+    FreeForm,
+    check_id,
+    check_ms,
+    clip,
+    decode_event,
+    from_name_error,
+    split_events,
+)
 from eventpipe.errors import InvalidEvent
 from eventpipe.event import ParsedEvent
 from eventpipe.naming import InvalidName, normalize
@@ -24,24 +32,20 @@ VERSION = re.compile(r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])\.\d{2}$")
 
 class NamedEvent(msgspec.Struct, forbid_unknown_fields=True):
     name: str
-    data: dict[str, Any]
-    user: dict[str, Any] | None = None
+    data: FreeForm
+    user: FreeForm | None = None
     v: str | None = None
     ts: int | None = None
 
 
-class NamedBatch(msgspec.Struct, forbid_unknown_fields=True):
-    events: list[msgspec.Raw]
-
-
 def parse(payload: bytes, received_at_ms: int) -> ParsedEvent:
-    ev = decode(payload, NamedEvent)
+    ev = decode_event(payload, NamedEvent)
     try:
         name = normalize(event=ev.name)
     except InvalidName as exc:
         raise from_name_error(exc).with_field("name") from None
     if ev.v is not None and not VERSION.match(ev.v):
-        raise InvalidEvent(f"version {ev.v!r} must look like YYYY-MM-DD.XY", field="v")
+        raise InvalidEvent(f"version {clip(ev.v)!r} must look like YYYY-MM-DD.XY", field="v")
     user_id: str | None = None
     anonymous_id: str | None = None
     traits: dict[str, Any] = {}
@@ -66,5 +70,5 @@ def _id(value: Any, field: str) -> str | None:
     return check_id(None if value is None else str(value), field)
 
 
-def split_batch(body: bytes) -> list[msgspec.Raw]:
-    return decode(body, NamedBatch).events
+def split_batch(body: bytes) -> list[bytes]:
+    return split_events(body)

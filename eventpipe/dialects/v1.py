@@ -9,11 +9,18 @@ external id (see ``idempotency_external_id``).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import msgspec
 
-from eventpipe.dialects.common import check_id, decode, from_name_error, to_ms, traits_property
+from eventpipe.dialects.common import (
+    FreeForm,
+    check_id,
+    decode_event,
+    from_name_error,
+    split_events,
+    to_ms,
+    traits_property,
+)
 from eventpipe.errors import InvalidEvent
 from eventpipe.event import ParsedEvent
 from eventpipe.naming import InvalidName, normalize
@@ -24,15 +31,11 @@ class V1Event(msgspec.Struct, forbid_unknown_fields=True):
     timestamp: datetime
     user_id: str | None = None
     anonymous_id: str | None = None
-    properties: dict[str, Any] | None = None
-
-
-class V1Batch(msgspec.Struct, forbid_unknown_fields=True):
-    events: list[msgspec.Raw]
+    properties: FreeForm | None = None
 
 
 def parse(payload: bytes, received_at_ms: int) -> ParsedEvent:
-    ev = decode(payload, V1Event)
+    ev = decode_event(payload, V1Event)
     try:
         name = normalize(event=ev.event)
     except InvalidName as exc:
@@ -51,8 +54,8 @@ def parse(payload: bytes, received_at_ms: int) -> ParsedEvent:
     )
 
 
-def split_batch(body: bytes) -> list[msgspec.Raw]:
-    return decode(body, V1Batch).events
+def split_batch(body: bytes) -> list[bytes]:
+    return split_events(body)
 
 
 def idempotency_external_id(key: str | None, index: int | None) -> str | None:

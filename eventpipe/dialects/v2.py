@@ -11,15 +11,17 @@ would otherwise silently become "now". Free-form data belongs in ``properties``.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 
 from eventpipe.dialects.common import (
+    FreeForm,
     anonymous_id_property,
     check_id,
-    decode,
+    decode_event,
     from_name_error,
+    split_events,
     to_ms,
     traits_property,
 )
@@ -37,18 +39,14 @@ class V2Event(msgspec.Struct, forbid_unknown_fields=True):
     subject_type: SubjectType | None = None
     subject_id: str | None = None
     occurred_at: datetime | None = None
-    properties: dict[str, Any] | None = None
-    metadata: dict[str, Any] | None = None
+    properties: FreeForm | None = None
+    metadata: FreeForm | None = None
     external_id: str | None = None
-
-
-class V2Batch(msgspec.Struct, forbid_unknown_fields=True):
-    events: list[msgspec.Raw]
 
 
 def parse(payload: bytes, received_at_ms: int) -> ParsedEvent:
     """Parse one v2 event; raises ``InvalidEvent`` naming the field."""
-    ev = decode(payload, V2Event)
+    ev = decode_event(payload, V2Event)
     try:
         name = normalize(event=ev.event, event_type=ev.event_type, action=ev.action)
     except InvalidName as exc:
@@ -71,6 +69,6 @@ def parse(payload: bytes, received_at_ms: int) -> ParsedEvent:
     )
 
 
-def split_batch(body: bytes) -> list[msgspec.Raw]:
+def split_batch(body: bytes) -> list[bytes]:
     """The events of a batch body, each as the exact bytes the client sent."""
-    return decode(body, V2Batch).events
+    return split_events(body)
