@@ -1,0 +1,129 @@
+"""``python -m bench [--quick] [--events N] [--concurrency C] [--out PATH] [--only STAGE]``.
+
+Runs the stages one after another (the machine is small: they must not share it), shows a
+progress line, prints the results table and writes the JSON document (default
+``bench/results/<UTC timestamp>.json``). Child logs stay in a temporary work directory, which is
+removed after a successful run and printed after a failed one.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from bench import agents, e2e, edge, report, sink
+from bench.report import StageResult
+from eventpipe.logs import configure
+
+STAGES = ("edge", "agents", "sink", "e2e")
+FULL_EVENTS = 210_000
+QUICK_EVENTS = 10_000
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much each stage sends, derived from the edge's event count."""
+
+    edge_events: int
+    edge_singles: int
+    agent_events: int
+    sink_events: int
+    e2e_events: int
+    e2e_seconds: float
+    concurrency: int
+
+    @classmethod
+    def make(cls, events: int, concurrency: int, quick: bool) -> Plan:
+        return cls(
+            edge_events=events,
+            edge_singles=300 if quick else 3_000,
+            agent_events=max(2_000, events // 7),
+            sink_events=max(10_000, events // 2),
+            e2e_events=max(2_000, events // 10),
+            e2e_seconds=3.0 if quick else 20.0,
+            concurrency=concurrency,
+        )
+
+
+def run(plan: Plan, only: list[str], workdir: Path, console: Console) -> list[StageResult]:
+    results: list[StageResult] = []
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.fields[stage]}[/] {task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("starting", total=len(only), stage="bench")
+
+        def say(message: str) -> None:
+            progress.update(task, description=message)
+
+        for name in only:
+            progress.update(task, stage=name)
+            got: list[StageResult]
+            if name == "edge":
+                got, _ = edge.run(
+                    workdir, plan.edge_events, plan.edge_singles, plan.concurrency, say
+                )
+            elif name == "agents":
+                got, _ = agents.run(workdir, plan.agent_events, say)
+            elif name == "sink":
+                got, _ = sink.run(workdir, plan.sink_events, say)
+            else:
+                got, _ = e2e.run(
+                    workdir, plan.e2e_events, plan.e2e_seconds, min(plan.concurrency, 4), say
+                )
+            results.extend(got)
+            for r in got:
+                console.log(f"{r.stage}: {report.format_figure(r.figure, r.unit)}")
+            progress.advance(task)
+    return results
+
+
+def main(
+    quick: Annotated[bool, typer.Option(help="small counts, under a minute (CI smoke)")] = False,
+    events: Annotated[
+        int | None, typer.Option(help="edge events; other stages scale from it")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="requests in flight at the edge")] = 8,
+    out: Annotated[Path | None, typer.Option(help="JSON path (default bench/results/)")] = None,
+    only: Annotated[
+        list[str] | None, typer.Option(help=f"run only these stages: {', '.join(STAGES)}")
+    ] = None,
+) -> None:
+    """Benchmark every eventpipe stage against its bare-library ceiling."""
+    configure("warning", False)
+    stages = [s for s in STAGES if not only or s in only]
+    unknown = set(only or ()) - set(STAGES)
+    if unknown:
+        raise typer.BadParameter(f"unknown stages {sorted(unknown)}", param_hint="--only")
+    plan = Plan.make(events or (QUICK_EVENTS if quick else FULL_EVENTS), concurrency, quick)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 140))  # keep table rows on one line in logs
+    started = datetime.now(UTC)
+    workdir = Path(tempfile.mkdtemp(prefix="eventpipe-bench-"))
+    try:
+        results = run(plan, stages, workdir, console)
+    except BaseException:
+        console.print(f"[red]benchmark failed[/]; child logs kept in {workdir}")
+        raise
+    shutil.rmtree(workdir, ignore_errors=True)
+    params: dict[str, Any] = {**asdict(plan), "stages": stages}
+    doc = report.document(results, quick=quick, started=started, params=params)
+    path = report.write(doc, out)
+    console.print(report.table(results))
+    console.print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    typer.run(main)

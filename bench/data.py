@@ -1,0 +1,75 @@
+"""The events every stage sends: v2 events of ~250 B, one in ten linking an anonymous id.
+
+Deterministic in ``i``, so a child process can rebuild exactly the rows its parent produced.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from eventpipe.ids import event_id_for
+
+PRODUCT = "bench"
+SOURCE = "api"
+OCCURRED_AT = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def v2_event(i: int, external_id: str | None = None) -> dict[str, Any]:
+    """One v2 event; every tenth carries ``properties.anonymous_id`` (an identity link)."""
+    properties: dict[str, Any] = {"path": f"/docs/page-{i % 200}", "plan": "pro", "seq": i}
+    if i % 10 == 0:
+        properties["anonymous_id"] = f"anon_{i}"
+    event: dict[str, Any] = {
+        "event_type": "page",
+        "action": "viewed",
+        "subject_type": "user",
+        "subject_id": f"user_{i % 5000}",
+        "occurred_at": OCCURRED_AT,
+        "properties": properties,
+    }
+    if external_id is not None:
+        event["external_id"] = external_id
+    return event
+
+
+def v2_payload(i: int, external_id: str | None = None) -> bytes:
+    return orjson.dumps(v2_event(i, external_id))
+
+
+def batch_body(start: int, size: int, id_prefix: str | None = None) -> bytes:
+    """A ``/api/v2/events/batch`` body; with ``id_prefix`` each event gets ``{prefix}{i}``."""
+    events = [
+        v2_event(i, None if id_prefix is None else f"{id_prefix}{i}")
+        for i in range(start, start + size)
+    ]
+    return orjson.dumps({"events": events})
+
+
+def raw_record(
+    i: int, received_at_ms: int, payload: bytes | None = None, external_id: str | None = None
+) -> tuple[bytes, dict[str, Any]]:
+    """(Kafka key, RawEvent record) as the edge's ``Ingest.stage`` builds them."""
+    ext = f"ext-{i}" if external_id is None else external_id
+    event_id, key = event_id_for(PRODUCT, SOURCE, ext)
+    return key.encode(), {
+        "event_id": event_id,
+        "dialect": "v2",
+        "product": PRODUCT,
+        "source": SOURCE,
+        "external_id": ext,
+        "received_at": received_at_ms,
+        "payload": payload if payload is not None else v2_payload(i, ext),
+    }
+
+
+def clean_record(i: int, received_at_ms: int) -> dict[str, Any]:
+    """The CleanEvent the agents make of ``raw_record(i)``, built by the agents' own code."""
+    from streams.agents import Forward, process  # imports Faust: only where needed
+
+    _, raw = raw_record(i, received_at_ms)
+    out = process(raw, {}, 86_400_000)
+    assert isinstance(out, Forward), out
+    return out.record

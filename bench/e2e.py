@@ -1,0 +1,164 @@
+"""End to end: ``eventpipe dev`` (edge + sink in one process, worker child, Tansu, chDB), HTTP in,
+rows queryable in ClickHouse out.
+
+1. Saturation: N events in 1,000-event batches as fast as the edge takes them; the sustained
+   rate is N over the time from the first request to the last row's ``inserted_at`` (the
+   slowest stage, the agents, sets it).
+2. Latency at half that rate: batches of unique external ids sent on a fixed schedule for a
+   fixed time; each event's latency is its row's ``inserted_at`` (ClickHouse's ``now64(3)`` at
+   insert, i.e. when it became queryable) minus the wall-clock time its batch got the 2xx.
+
+A warm-up event is pushed through first, so the worker's group join is not in either figure.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.procs import child_env, run_json, spawn, stop
+from bench.report import StageResult, percentile
+from eventpipe.embedded import free_port
+
+UNLIMITED = 10**9
+TIMEOUT_S = 240.0
+
+
+class DevStack:
+    def __init__(self, workdir: Path) -> None:
+        self.admin = secrets.token_urlsafe(16)
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        env = child_env(None, EVENTPIPE_ADMIN_TOKEN=self.admin)
+        args = ["-m", "eventpipe", "dev", "--port", str(port), "--data-dir"]
+        self.proc = spawn([*args, str(workdir / "e2e-data")], env, workdir / "e2e-dev.log")
+        self.http = httpx.Client(base_url=self.url, timeout=60)
+        deadline = time.monotonic() + 120
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"eventpipe dev exited; see {workdir / 'e2e-dev.log'}")
+            try:
+                if self.http.get("/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("eventpipe dev did not serve within 120 s")
+            time.sleep(0.1)
+
+    def key(self, product: str) -> str:
+        r = self.http.post(
+            "/admin/keys",
+            json={"product": product, "rate_limit_per_minute": UNLIMITED},
+            headers={"Authorization": f"Bearer {self.admin}"},
+        )
+        r.raise_for_status()
+        key: str = r.json()["key"]
+        return key
+
+    def query(self, sql: str) -> list[list[Any]]:
+        r = self.http.post(
+            "/admin/query", json={"sql": sql}, headers={"Authorization": f"Bearer {self.admin}"}
+        )
+        r.raise_for_status()
+        rows: list[list[Any]] = r.json()["rows"]
+        return rows
+
+    def wait_rows(self, product: str, n: int) -> int:
+        """Poll until ``n`` distinct events of ``product`` are queryable; return the last
+        ``inserted_at`` in epoch ms."""
+        sql = (
+            "SELECT uniqExact(event_id), toUnixTimestamp64Milli(max(inserted_at)) "
+            f"FROM events WHERE product = '{product}'"
+        )
+        deadline = time.monotonic() + TIMEOUT_S
+        while True:
+            count, last = self.query(sql)[0]
+            if int(count) >= n:
+                return int(last)
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise TimeoutError(f"{count} of {n} rows of {product} arrived")
+            time.sleep(0.25)
+
+    def close(self) -> None:
+        self.http.close()
+        stop(self.proc, 30)
+
+
+def run(
+    workdir: Path,
+    events: int,
+    duration_s: float,
+    concurrency: int,
+    say: Callable[[str], None],
+) -> tuple[list[StageResult], dict[str, Any]]:
+    say("e2e: starting eventpipe dev")
+    stack = DevStack(workdir)
+    log = workdir / "loadgen.log"
+    try:
+        warm = stack.key("bench_warmup")
+        stack.http.post(
+            "/api/v2/events/batch",
+            content=json.dumps({"events": [{"event": "bench.warmup", "external_id": "w"}]}),
+            headers={"Authorization": f"Bearer {warm}", "Content-Type": "application/json"},
+        ).raise_for_status()
+        stack.wait_rows("bench_warmup", 1)
+
+        say(f"e2e: saturating with {events} events")
+        key = stack.key("bench_sat")
+        sat = run_json(
+            [
+                *("-m", "bench.loadgen", "max", "--url", stack.url, "--key", key),
+                *("--requests", str(max(1, events // 1000)), "--concurrency", str(concurrency)),
+            ],
+            child_env(),
+            log,
+            timeout_s=TIMEOUT_S,
+        )
+        last_ms = stack.wait_rows("bench_sat", sat["events_accepted"])
+        sustained = sat["events_accepted"] / (last_ms / 1000 - sat["started_wall"])
+
+        rate = sustained / 2
+        batch = max(1, round(rate / 20))  # ~20 requests/s
+        say(f"e2e: {rate:.0f} events/s for {duration_s:.0f} s (half the sustained rate)")
+        key = stack.key("bench_lat")
+        sent_file = workdir / "e2e_sent.json"
+        paced = run_json(
+            [
+                *("-m", "bench.loadgen", "paced", "--url", stack.url, "--key", key),
+                *("--rate", f"{rate:.1f}", "--duration", str(duration_s), "--batch", str(batch)),
+                *("--id-prefix", "lat-", "--out", str(sent_file)),
+            ],
+            child_env(),
+            log,
+            timeout_s=duration_s + TIMEOUT_S,
+        )
+        sent = json.loads(sent_file.read_text())
+        ok = [s for s in sent if s[3] == 202]
+        stack.wait_rows("bench_lat", sum(s[1] for s in ok))
+        inserted = dict(
+            stack.query(
+                "SELECT external_id, toUnixTimestamp64Milli(min(inserted_at)) FROM events "
+                "WHERE product = 'bench_lat' GROUP BY external_id"
+            )
+        )
+    finally:
+        stack.close()
+    latencies = [
+        int(inserted[f"lat-{j}"]) / 1000 - t_2xx
+        for first, size, t_2xx, _ in ok
+        for j in range(first, first + size)
+    ]
+    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    details = {"saturation": sat, "paced": paced, "latency_p50_s": p50, "latency_p99_s": p99}
+    return [
+        StageResult("e2e: sustained, HTTP -> queryable", sustained, "events/s", details=details),
+        StageResult(f"e2e: 2xx -> queryable p50 @ {rate:.0f}/s", p50, "s"),
+        StageResult(f"e2e: 2xx -> queryable p99 @ {rate:.0f}/s", p99, "s", max_figure=2.0),
+    ], {}

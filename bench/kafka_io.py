@@ -1,0 +1,95 @@
+"""Filling topics before a stage and watching one while it runs (confluent-kafka, no group)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from eventpipe.codec import AvroCodec
+from eventpipe.kafka import producer_config
+from eventpipe.settings import Settings
+
+
+def fill(
+    settings: Settings, topic: str, record: str, items: Iterable[tuple[bytes, dict[str, Any]]]
+) -> int:
+    """Encode and produce every (key, value), wait for all acks; raise if any failed."""
+    codec = AvroCodec()
+    producer = Producer(producer_config(settings, **{"linger.ms": 20}))
+    errors: list[str] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    n = 0
+    for key, value in items:
+        data = codec.encode(record, value)
+        while True:
+            try:
+                producer.produce(topic, data, key, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.01)
+        n += 1
+    if producer.flush(120) or errors:
+        raise RuntimeError(f"filling {topic} failed: {errors[:3]}")
+    return n
+
+
+TAIL_SHARE = 0.99
+STALL_S = 3.0
+
+
+class Watcher:
+    """Counts records arriving on a topic (all partitions, from the beginning) with their times."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "bench-watcher",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 10,
+            }
+        )
+        self.consumer.assign(
+            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]
+        )
+        self.count = 0
+        self.first: float | None = None
+        self.last: float | None = None
+
+    def wait_for(
+        self, n: int, timeout_s: float, on_first: Callable[[], None], alive: Callable[[], bool]
+    ) -> None:
+        """Consume until ``n`` records arrived; ``on_first`` runs when the first one does.
+
+        Also returns when at least ``TAIL_SHARE`` of them arrived and nothing more came for
+        ``STALL_S``: on Tansu the last records of a partition can stay unread until more are
+        written (its end-offset bug), and the caller reports how many were still missing.
+        """
+        deadline = time.monotonic() + timeout_s
+        while self.count < n:
+            if time.monotonic() > deadline or not alive():
+                raise TimeoutError(f"{self.count} of {n} records arrived")
+            if (
+                self.last is not None
+                and self.count >= TAIL_SHARE * n
+                and time.perf_counter() - self.last > STALL_S
+            ):
+                return
+            got = sum(1 for m in self.consumer.consume(10_000, 0.05) if m.error() is None)
+            if got:
+                now = time.perf_counter()
+                if self.first is None:
+                    self.first = now
+                    on_first()
+                self.last = now
+                self.count += got
+
+    def close(self) -> None:
+        self.consumer.close()
