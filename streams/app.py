@@ -18,6 +18,7 @@ from eventpipe.topics import TopicNames
 from streams.agents import attach_normalize_dedupe
 from streams.codec import CODEC_NAMES, register_codecs
 from streams.identity import attach_link_identities
+from streams.recovery import App
 
 DEDUPE_TABLE = "dedupe"
 IDENTITY_TABLE = "identity"
@@ -38,7 +39,11 @@ def create_app(settings: Settings) -> faust.App:
     if not settings.kafka_bootstrap:
         raise RuntimeError("the worker needs EVENTPIPE_KAFKA_BOOTSTRAP (or an embedded broker)")
     register_codecs()
-    app = faust.App(
+    # streams.recovery.App, not faust.App: its flow control keeps the records already handed to
+    # the agents when table recovery completes. faust.App's clears them there (the queues are
+    # cleared on every resume), so a few source records per start were never processed nor
+    # acked, and the committed offset stopped for good. The module docstring has the details.
+    app = App(
         app_id(settings),
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",

@@ -4,15 +4,66 @@ Started through ``faust.Worker`` rather than ``app.main()``: the latter binds a 
 0.0.0.0:6066 even with ``web_enabled=False``, so a second worker on the host fails and the port
 is open to the network. ``faust.Worker`` honours the setting, and it stops the app cleanly on
 SIGTERM and SIGINT (Faust flushes the producer and commits offsets on the way out).
+
+Readiness: with ``EVENTPIPE_WORKER_READY_FILE`` set, the worker creates that file once its first
+rebalance is over: it has its partitions, every assigned table partition is recovered, and its
+agents are consuming (Faust's "Worker ready"). See :func:`ready` and :func:`attach_ready_file`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+from pathlib import Path
+
 import faust
+import structlog
 
 from eventpipe.settings import Settings
 from streams.app import changelog_topics, create_app
 from streams.changelog import prepare_changelogs
+
+log = structlog.get_logger(__name__)
+
+READY_FILE_ENV = "EVENTPIPE_WORKER_READY_FILE"
+READY_POLL_S = 0.05
+
+
+def ready(app: faust.App) -> bool:
+    """True once a rebalance has completed: partitions assigned, tables recovered, streams on.
+
+    ``tables.actives_ready`` is set at the very end of Faust's recovery (after the seek to the
+    committed offsets and the flow resume) and cleared when a rebalance starts; ``rebalancing``
+    is cleared just after it.
+    """
+    return bool(app.tables.actives_ready) and not app.rebalancing
+
+
+def attach_ready_file(app: faust.App, path: Path) -> None:
+    """Write ``path`` (atomically, JSON ``{"pid", "partitions"}``) when ``app`` is first ready.
+
+    One-shot: a later rebalance does not remove it; stopping the worker does
+    (``remove_ready_file``). A SIGKILLed worker leaves it behind, so it is also removed
+    before the worker starts.
+    """
+
+    async def write_ready_file() -> None:
+        # Faust has no event or signal for "recovery done and streams resumed": poll its flags.
+        while not ready(app):  # noqa: ASYNC110
+            await asyncio.sleep(READY_POLL_S)
+        assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment())
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "partitions": assigned}))
+        tmp.replace(path)
+        log.info("worker ready", ready_file=str(path), partitions=len(assigned))
+
+    app.task(write_ready_file)
+
+
+def remove_ready_file(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    path.with_name(path.name + ".tmp").unlink(missing_ok=True)
 
 
 def run_worker(settings: Settings) -> None:
@@ -21,7 +72,13 @@ def run_worker(settings: Settings) -> None:
     The raw, clean and rejected topics must exist (``eventpipe.kafka.ensure_topics``); the
     changelog topics are created here, before Faust starts, so the sentinels can go first.
     """
+    ready_env = os.environ.get(READY_FILE_ENV)
+    ready_file = Path(ready_env) if ready_env else None
+    if ready_file is not None:
+        remove_ready_file(ready_file)
     app = create_app(settings)
+    if ready_file is not None:
+        attach_ready_file(app, ready_file)
     prepare_changelogs(settings, changelog_topics(app))
     worker = faust.Worker(
         app,
@@ -33,3 +90,6 @@ def run_worker(settings: Settings) -> None:
     except SystemExit as exc:
         if exc.code not in (None, 0):
             raise
+    finally:
+        if ready_file is not None:
+            remove_ready_file(ready_file)
