@@ -17,6 +17,7 @@ import secrets
 import subprocess
 import sys
 import threading
+import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from sinks.sink import Sink
 log = structlog.get_logger(__name__)
 
 STATE_FILE = "dev.json"
+WORKER_READY_TIMEOUT_S = 120.0
 DEV_PRODUCT = "dev"
 
 
@@ -85,9 +87,16 @@ def _secrets(settings: Settings) -> tuple[str, str]:
     return api_key, admin
 
 
+def _ready_file(settings: Settings) -> Path:
+    return settings.data_dir.resolve() / "worker.ready"
+
+
 def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    # A SIGKILLed worker leaves its ready file behind: remove it so only the new one counts.
+    _ready_file(settings).unlink(missing_ok=True)
     env = dict(os.environ)
     env.update(
+        EVENTPIPE_WORKER_READY_FILE=str(_ready_file(settings)),
         EVENTPIPE_KAFKA_BOOTSTRAP=settings.bootstrap,
         EVENTPIPE_KAFKA_SESSION_TIMEOUT_S=str(settings.kafka_session_timeout_s),
         EVENTPIPE_KAFKA_HEARTBEAT_INTERVAL_S=str(settings.kafka_heartbeat_interval_s),
@@ -141,6 +150,7 @@ def run_dev(settings: Settings) -> None:
         worker = WorkerSupervisor(settings)
         worker.start()
         stack.callback(worker.stop)
+        worker.wait_ready(_ready_file(settings), WORKER_READY_TIMEOUT_S)
 
         codec = AvroCodec(settings.schema_registry_url)
         stop_sink = threading.Event()
@@ -216,6 +226,24 @@ class WorkerSupervisor:
                 return
             backoff = min(backoff * 2, 30.0)
             self._proc = _start_worker(self._settings)
+
+    def wait_ready(self, ready_file: Path, timeout_s: float) -> None:
+        """Wait until the worker has its partitions and recovered tables before serving HTTP.
+
+        Faust recovering tables while records wait is the riskiest moment of a worker's life
+        (see ``streams/recovery.py``); not taking traffic before it keeps a fresh ``dev`` out
+        of it. A worker that is not ready in time is logged, and ``dev`` serves anyway.
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if json.loads(ready_file.read_text()).get("pid") == self.pid:
+                    log.info("worker ready", pid=self.pid)
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+        log.warning("worker not ready; serving anyway", waited_s=timeout_s)
 
     def stop(self) -> None:
         self._stopping.set()

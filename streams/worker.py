@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -80,6 +81,13 @@ def run_worker(settings: Settings) -> None:
     if ready_file is not None:
         attach_ready_file(app, ready_file)
     prepare_changelogs(settings, changelog_topics(app))
+    # Faust and aiokafka build DEBUG records on the per-event send path (~8% of worker CPU in
+    # the benchmark's profile) unless their loggers are told otherwise.
+    level = logging.getLevelName(settings.log_level.upper())
+    level = max(level if isinstance(level, int) else logging.INFO, logging.INFO)
+    for name in ("faust", "mode"):
+        logging.getLogger(name).setLevel(level)
+    logging.getLogger("aiokafka").setLevel(max(level, logging.WARNING))
     worker = faust.Worker(
         app,
         loglevel=settings.log_level.upper(),

@@ -109,6 +109,27 @@ class Stack:
                 self.proc.wait()
 
 
+def pause(pid: int, timeout_s: float = 10.0) -> None:
+    """SIGSTOP a process and wait until every thread of it has stopped.
+
+    The stop is asynchronous: a multi-threaded broker can still answer a request for a few
+    milliseconds after ``kill`` returns, more on a loaded machine.
+    """
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        states = []
+        for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+            try:
+                states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+            except (OSError, IndexError):
+                continue
+        if states and all(s in ("T", "t") for s in states):
+            return
+        assert time.monotonic() < deadline, f"process {pid} did not stop: {states}"
+        time.sleep(0.01)
+
+
 def _docker_answers() -> bool:
     try:
         import docker  # type: ignore[import-untyped]

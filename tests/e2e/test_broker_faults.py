@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Stack, start_stack
+from tests.conftest import Stack, pause, start_stack
 
 pytestmark = pytest.mark.fault
 
@@ -43,7 +43,7 @@ def test_paused_broker_gives_503_and_every_2xx_lands_once(own_stack: Stack) -> N
     assert r.status_code == 202, r.text
     accepted.append(r.json()["data"]["uuid"])
 
-    os.kill(state["broker_pid"], signal.SIGSTOP)
+    pause(state["broker_pid"])
     try:
         r = ws.post("/api/v2/events", {"event": "during.pause"})
         assert r.status_code == 503, r.text

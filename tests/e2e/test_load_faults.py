@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from eventpipe.embedded import free_port
-from tests.conftest import Stack, start_stack
+from tests.conftest import Stack, pause, start_stack
 from tests.e2e.loadgen import read_ids
 
 pytestmark = pytest.mark.fault
@@ -91,7 +91,7 @@ def test_broker_paused_mid_load_loses_and_doubles_nothing(own_stack: Stack, tmp_
     )
     try:
         wait_until(lambda: len(read_ids(out)[0]) > 2_000, 60, "load to be accepted")
-        os.kill(state["broker_pid"], signal.SIGSTOP)
+        pause(state["broker_pid"])
         try:
             time.sleep(5)  # the fault's duration, not a wait for a result
         finally:
@@ -138,7 +138,7 @@ def test_edge_sigterm_under_load_answers_2xx_only_for_what_kafka_has(
     out = tmp_path / "accepted.txt"
     try:
         wait_until(lambda: _serving(url), 30, "the edge to serve")
-        gen = loadgen(url, key, 30, out, "--workers", "8", "--batch", "100", "--rate", "2000")
+        gen = loadgen(url, key, 12, out, "--workers", "8", "--batch", "100", "--rate", "2000")
         wait_until(lambda: len(read_ids(out)[0]) > 1_000, 60, "load to be accepted")
         edge.send_signal(signal.SIGTERM)
         assert edge.wait(30) == 0, (tmp_path / "edge.log").read_text()[-2000:]

@@ -1,0 +1,83 @@
+"""A worker SIGKILLed mid-stream and restarted: no accepted event missing, none doubled, and
+dedupe still holds across the restart (its table recovered from the changelog).
+
+Starts its own stack; ``eventpipe dev`` restarts a worker that died. Load comes from a second
+process on loopback (``tests.e2e.loadgen``), bounded in time and rate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Stack, start_stack
+from tests.e2e.loadgen import read_ids
+from tests.e2e.test_load_faults import assert_landed_once, loadgen, wait_until
+
+pytestmark = pytest.mark.fault
+
+
+@pytest.fixture
+def own_stack(backend_env: dict[str, str], tmp_path: Path) -> Iterator[Stack]:
+    if backend_env:
+        pytest.skip("kills the embedded stack's worker")
+    s = start_stack(tmp_path / "stack")
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def worker_pid(stack: Stack) -> int | None:
+    try:
+        return int(json.loads((stack.data_dir / "worker.ready").read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def test_worker_killed_mid_stream_loses_nothing_and_still_dedupes(
+    own_stack: Stack, tmp_path: Path
+) -> None:
+    stack = own_stack
+    ws = stack.workspace(rate_limit_per_minute=100_000)
+    keyed = {"event": "order.paid", "external_id": "order-before-kill"}
+    first = ws.post("/api/v2/events", keyed)
+    assert first.status_code == 202
+    stack.wait_for(
+        f"SELECT 1 FROM events WHERE event_id = '{first.json()['data']['uuid']}'",
+        lambda rs: len(rs) == 1,
+    )
+
+    out = tmp_path / "accepted.txt"
+    gen = loadgen(stack.url, ws.key, 25, out, "--workers", "2", "--batch", "50", "--rate", "800")
+    try:
+        wait_until(lambda: len(read_ids(out)[0]) > 3_000, 60, "load to be accepted")
+        killed = worker_pid(stack)
+        assert killed is not None
+        os.kill(killed, signal.SIGKILL)
+        wait_until(
+            lambda: worker_pid(stack) not in (None, killed), 90, "a restarted worker to be ready"
+        )
+        retry = ws.post("/api/v2/events", keyed)  # a client retry, after the restart
+        assert retry.status_code == 202
+        assert retry.json()["data"]["uuid"] == first.json()["data"]["uuid"]
+        assert gen.wait(90) == 0
+    finally:
+        if gen.poll() is None:
+            gen.kill()
+
+    accepted, summary = read_ids(out)
+    assert summary is not None and summary["accepted"] == len(accepted) > 3_000
+    assert_landed_once(stack, ws.product, [first.json()["data"]["uuid"], *accepted])
+    # The retry was dropped by the recovered dedupe table, not merely collapsed by ClickHouse.
+    notices = stack.wait_for(
+        f"SELECT event_id FROM rejected_events WHERE product = '{ws.product}' AND stage = 'dedupe'",
+        lambda rs: len(rs) >= 1,
+        timeout_s=90,
+    )
+    assert {n["event_id"] for n in notices} == {first.json()["data"]["uuid"]}
