@@ -1,9 +1,9 @@
 """The HTTP edge: ``create_app(...)`` receives every dependency; there are no module globals.
 
-Routes: the v2 dialect, health, Prometheus metrics, and (only when an admin token is configured)
-``/admin/keys`` to mint workspace keys and ``/admin/query`` for read-only SQL. The query route
-exists because one process owns a chDB directory: ``eventpipe query`` reaches the embedded
-ClickHouse through the process that owns it.
+Routes: the three dialects, health, Prometheus metrics, the OpenAPI document, and (only when an
+admin token is configured) ``/admin/keys`` to mint (POST) and revoke (DELETE) workspace keys and
+``/admin/query`` for read-only SQL. The query route exists because one process owns a chDB
+directory: ``eventpipe query`` reaches the embedded ClickHouse through the process that owns it.
 """
 
 from __future__ import annotations
@@ -103,9 +103,24 @@ def create_app(
         if not token or not hmac.compare_digest(given.encode(), token.encode()):
             raise Unauthorized("admin token required")
 
+    async def json_body(request: Request) -> dict[str, Any]:
+        try:
+            body = orjson.loads(await request.body() or b"{}")
+        except orjson.JSONDecodeError as exc:
+            raise InvalidEvent(f"malformed JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise InvalidEvent("the body must be a JSON object")
+        return body
+
     async def admin_keys(request: Request) -> Response:
         admin_only(request)
-        body = orjson.loads(await request.body() or b"{}")
+        body = await json_body(request)
+        if request.method == "DELETE":
+            key = body.get("key")
+            if not isinstance(key, str) or not keys.revoke(key):
+                raise InvalidEvent("'key' is not a known API key", field="key")
+            log.info("api key revoked")
+            return json_response({"revoked": True})
         product = body.get("product")
         if not isinstance(product, str) or not product:
             raise InvalidEvent("'product' is required", field="product")
@@ -120,7 +135,7 @@ def create_app(
         admin_only(request)
         if query is None:
             raise InvalidEvent("this process owns no ClickHouse client", field="sql")
-        body = orjson.loads(await request.body() or b"{}")
+        body = await json_body(request)
         sql = body.get("sql")
         if not isinstance(sql, str) or not sql.strip():
             raise InvalidEvent("'sql' is required", field="sql")
@@ -146,7 +161,7 @@ def create_app(
     ]
     if settings.admin_token:
         routes += [
-            Route("/admin/keys", _guard(admin_keys), methods=["POST"]),
+            Route("/admin/keys", _guard(admin_keys), methods=["POST", "DELETE"]),
             Route("/admin/query", _guard(admin_query), methods=["POST"]),
         ]
     return Starlette(routes=routes)

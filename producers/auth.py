@@ -61,6 +61,11 @@ class KeyStore:
             )
         )
 
+    def revoke(self, key: str) -> bool:
+        """Forget a key: its next request is a 401. True when the key was known."""
+        with self._lock:
+            return self._by_digest.pop(hash_key(key), None) is not None
+
     def authenticate(self, authorization: str | None) -> Principal:
         if not authorization:
             raise Unauthorized("missing Authorization header (expected 'Bearer <api key>')")
