@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from eventpipe.embedded import TansuBroker, die_with_parent
+from eventpipe.embedded import TansuBroker, die_with_parent, stop_process
 from eventpipe.kafka import ensure_topics
 from eventpipe.settings import Settings
 
@@ -103,14 +103,7 @@ def run_json(args: list[str], env: dict[str, str], log: Path, timeout_s: float) 
 
 
 def stop(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_process(proc, timeout_s)
 
 
 def cpu_seconds(pid: int) -> float:

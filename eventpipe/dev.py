@@ -26,7 +26,7 @@ from typing import Any
 import structlog
 
 from eventpipe.codec import AvroCodec
-from eventpipe.embedded import TansuBroker, die_with_parent, free_port
+from eventpipe.embedded import TansuBroker, die_with_parent, free_port, stop_process
 from eventpipe.kafka import ensure_topics, producer_config
 from eventpipe.settings import Settings
 from producers.app import create_app
@@ -248,15 +248,4 @@ class WorkerSupervisor:
     def stop(self) -> None:
         self._stopping.set()
         if self._proc is not None:
-            _stop_process(self._proc)
-
-
-def _stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+            stop_process(self._proc)

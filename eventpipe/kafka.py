@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import structlog
@@ -51,34 +52,46 @@ def consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, A
     return conf
 
 
-def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
-    """Create the pipeline's topics if missing (idempotent; retried while the broker starts)."""
-    names = TopicNames.from_settings(settings)
+def create_topics(
+    settings: Settings,
+    topics: Iterable[str],
+    *,
+    config: dict[str, str] | None = None,
+    timeout_s: float = 30.0,
+) -> list[str]:
+    """Create the missing ones of ``topics`` (idempotent; retried while the broker starts).
+
+    Every topic gets ``topic_partitions`` partitions; returns the names created now.
+    """
     admin = AdminClient({"bootstrap.servers": settings.bootstrap})
+    wanted = list(topics)
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             existing = set(admin.list_topics(timeout=5).topics)
-            missing = [t for t in names.all() if t not in existing]
-            if not missing:
-                return
-            futures = admin.create_topics(
-                [
-                    NewTopic(t, settings.topic_partitions, settings.topic_replication)
-                    for t in missing
-                ]
-            )
-            for topic, fut in futures.items():
+            missing = [t for t in wanted if t not in existing]
+            new = [
+                NewTopic(
+                    t, settings.topic_partitions, settings.topic_replication, config=config or {}
+                )
+                for t in missing
+            ]
+            for topic, fut in (admin.create_topics(new) if new else {}).items():
                 try:
                     fut.result(timeout=10)
                     log.info("topic created", topic=topic, partitions=settings.topic_partitions)
                 except KafkaException as exc:
                     if "TOPIC_ALREADY_EXISTS" not in str(exc):
                         raise
-            return
+            return missing
         except KafkaException as exc:
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"could not create topics on {settings.bootstrap}: {exc}"
+                    f"could not create topics {wanted} on {settings.bootstrap}: {exc}"
                 ) from exc
             time.sleep(0.2)
+
+
+def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
+    """Create the pipeline's own topics (``eventpipe.topics``) if missing."""
+    create_topics(settings, TopicNames.from_settings(settings).all(), timeout_s=timeout_s)

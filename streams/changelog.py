@@ -15,14 +15,12 @@ the table, whose lookups only ever use real dedupe keys.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 
 import structlog
-from confluent_kafka import KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka import Producer
 
-from eventpipe.kafka import producer_config
+from eventpipe.kafka import create_topics, producer_config
 from eventpipe.settings import Settings
 from streams.dedupe import SENTINEL_KEY, SENTINEL_VALUE
 
@@ -34,36 +32,7 @@ def ensure_changelogs(settings: Settings, topics: Iterable[str], timeout_s: floa
 
     Faust would create them itself when it starts, but the sentinels must be written first.
     """
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap or ""})
-    wanted = list(topics)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            existing = set(admin.list_topics(timeout=5).topics)
-            missing = [t for t in wanted if t not in existing]
-            if not missing:
-                return
-            new = [
-                NewTopic(
-                    t,
-                    settings.topic_partitions,
-                    settings.topic_replication,
-                    config={"cleanup.policy": "compact"},
-                )
-                for t in missing
-            ]
-            for topic, fut in admin.create_topics(new).items():
-                try:
-                    fut.result(timeout=10)
-                    log.info("changelog created", topic=topic)
-                except KafkaException as exc:
-                    if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                        raise
-            return
-        except KafkaException as exc:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"could not create changelog topics: {exc}") from exc
-            time.sleep(0.2)
+    create_topics(settings, topics, config={"cleanup.policy": "compact"}, timeout_s=timeout_s)
 
 
 def write_sentinels(settings: Settings, topics: Iterable[str], timeout_s: float = 30.0) -> int:

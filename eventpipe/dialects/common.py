@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import msgspec
 
 from eventpipe.errors import InvalidEvent
-from eventpipe.naming import InvalidName
+from eventpipe.naming import EventName, InvalidName, normalize
 
 T = TypeVar("T")
 
@@ -278,6 +278,21 @@ def invalid_from(exc: msgspec.ValidationError, prefix: str = "") -> InvalidEvent
     return InvalidEvent(
         msg[0].lower() + msg[1:] if msg else "invalid", field=None if field is None else clip(field)
     )
+
+
+def event_name(
+    *,
+    event: str | None = None,
+    event_type: str | None = None,
+    action: str | None = None,
+    field: str | None = None,
+) -> EventName:
+    """``eventpipe.naming.normalize`` with its error as a 400 (``field`` overrides the field)."""
+    try:
+        return normalize(event=event, event_type=event_type, action=action)
+    except InvalidName as exc:
+        err = from_name_error(exc)
+        raise (err.with_field(field) if field else err) from None
 
 
 def from_name_error(exc: InvalidName) -> InvalidEvent:

@@ -20,12 +20,11 @@ from eventpipe.dialects.common import (
     check_ms,
     clip,
     decode_event,
-    from_name_error,
+    event_name,
     split_events,
 )
 from eventpipe.errors import InvalidEvent
 from eventpipe.event import ParsedEvent
-from eventpipe.naming import InvalidName, normalize
 
 VERSION = re.compile(r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])\.\d{2}$")
 
@@ -40,10 +39,7 @@ class NamedEvent(msgspec.Struct, forbid_unknown_fields=True):
 
 def parse(payload: bytes, received_at_ms: int) -> ParsedEvent:
     ev = decode_event(payload, NamedEvent)
-    try:
-        name = normalize(event=ev.name)
-    except InvalidName as exc:
-        raise from_name_error(exc).with_field("name") from None
+    name = event_name(event=ev.name, field="name")
     if ev.v is not None and not VERSION.match(ev.v):
         raise InvalidEvent(f"version {clip(ev.v)!r} must look like YYYY-MM-DD.XY", field="v")
     user_id: str | None = None

@@ -16,14 +16,13 @@ from eventpipe.dialects.common import (
     FreeForm,
     check_id,
     decode_event,
-    from_name_error,
+    event_name,
     split_events,
     to_ms,
     traits_property,
 )
 from eventpipe.errors import InvalidEvent
 from eventpipe.event import ParsedEvent
-from eventpipe.naming import InvalidName, normalize
 
 
 class V1Event(msgspec.Struct, forbid_unknown_fields=True):
@@ -36,10 +35,7 @@ class V1Event(msgspec.Struct, forbid_unknown_fields=True):
 
 def parse(payload: bytes, received_at_ms: int) -> ParsedEvent:
     ev = decode_event(payload, V1Event)
-    try:
-        name = normalize(event=ev.event)
-    except InvalidName as exc:
-        raise from_name_error(exc) from None
+    name = event_name(event=ev.event)
     user_id = check_id(ev.user_id, "user_id")
     anonymous_id = check_id(ev.anonymous_id, "anonymous_id")
     if user_id is None and anonymous_id is None:

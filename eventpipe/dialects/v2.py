@@ -20,14 +20,13 @@ from eventpipe.dialects.common import (
     anonymous_id_property,
     check_id,
     decode_event,
-    from_name_error,
+    event_name,
     split_events,
     to_ms,
     traits_property,
 )
 from eventpipe.errors import InvalidEvent
 from eventpipe.event import ParsedEvent
-from eventpipe.naming import InvalidName, normalize
 
 SubjectType = Literal["user", "account", "subscription"]
 
@@ -47,10 +46,7 @@ class V2Event(msgspec.Struct, forbid_unknown_fields=True):
 def parse(payload: bytes, received_at_ms: int) -> ParsedEvent:
     """Parse one v2 event; raises ``InvalidEvent`` naming the field."""
     ev = decode_event(payload, V2Event)
-    try:
-        name = normalize(event=ev.event, event_type=ev.event_type, action=ev.action)
-    except InvalidName as exc:
-        raise from_name_error(exc) from None
+    name = event_name(event=ev.event, event_type=ev.event_type, action=ev.action)
     if ev.properties is not None and ev.metadata is not None:
         raise InvalidEvent("give 'properties' or its alias 'metadata', not both", field="metadata")
     occurred = received_at_ms if ev.occurred_at is None else to_ms(ev.occurred_at, "occurred_at")
