@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from operator import itemgetter
 from pathlib import Path
@@ -108,6 +108,7 @@ def migrate(client: Client, directory: Path = MIGRATIONS_DIR) -> list[str]:
 # sink retry it forever), so it is refused here, per row, and the record goes to rejected_events.
 _TS_MIN = datetime(1900, 1, 1, tzinfo=UTC)
 _TS_MAX = datetime(2299, 12, 31, 23, 59, 59, tzinfo=UTC)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _newest_schema(record: str) -> dict[str, Any]:
@@ -133,7 +134,7 @@ def _to_datetime(value: Any, column: str) -> datetime:
     if isinstance(value, datetime):
         dt = value if value.tzinfo else value.replace(tzinfo=UTC)
     elif isinstance(value, int) and not isinstance(value, bool):
-        dt = datetime.fromtimestamp(value / 1000, UTC)
+        dt = _EPOCH + timedelta(milliseconds=value)  # exact, unlike value / 1000 as a float
     else:
         raise ValueError(
             f"{column}: expected a datetime or epoch millis, got {type(value).__name__}"

@@ -182,7 +182,7 @@ class Sink:
         try:
             if value is None:
                 raise CodecError("message without a value")
-            record, data = self.codec.decode(value)
+            record, data = self.codec.decode(value, millis=True)
             table = TABLES_BY_RECORD.get(record)
             if table is None:
                 raise CodecError(f"{record} records are not written by the sink")

@@ -60,3 +60,18 @@ def test_every_shipped_schema_parses_and_later_versions_read_earlier_ones() -> N
 def test_clean_event_defaults() -> None:
     codec = AvroCodec()
     assert codec.schema(CLEAN_EVENT)["name"] == CLEAN_EVENT
+
+
+def test_millis_decoding_keeps_timestamps_as_integers() -> None:
+    codec = AvroCodec()
+    value = {
+        "event_id": "evt_x",
+        "dialect": "v2",
+        "product": "p",
+        "source": "api",
+        "external_id": None,
+        "received_at": 1_700_000_000_123,
+        "payload": b"{}",
+    }
+    _, back = codec.decode(codec.encode(RAW_EVENT, value), millis=True)
+    assert back == value
