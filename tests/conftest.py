@@ -231,5 +231,22 @@ def stack(backend_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture
+def own_stack(
+    request: pytest.FixtureRequest, backend_env: dict[str, str], tmp_path: Path
+) -> Iterator[Stack]:
+    """A stack of the test's own, for faults that pause or kill one of its parts.
+
+    Embedded only; extra environment comes from the ``stack_env`` marker."""
+    if backend_env:
+        pytest.skip("breaks a part of the embedded stack")
+    marker = request.node.get_closest_marker("stack_env")
+    s = start_stack(tmp_path / "stack", marker.args[0] if marker else None)
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
 def ws(stack: Stack) -> Workspace:
     return stack.workspace()

@@ -10,28 +10,17 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import Stack, pause, start_stack
+from tests.conftest import Stack, pause
 
-pytestmark = pytest.mark.fault
-
-
-@pytest.fixture
-def own_stack(backend_env: dict[str, str], tmp_path: Path) -> Iterator[Stack]:
-    if backend_env:
-        pytest.skip("pausing the broker needs the embedded one")
-    s = start_stack(
-        tmp_path / "stack",
-        {"EVENTPIPE_KAFKA_DELIVERY_TIMEOUT_MS": "2500", "EVENTPIPE_RETRY_AFTER_SECONDS": "3"},
-    )
-    try:
-        yield s
-    finally:
-        s.stop()
+pytestmark = [
+    pytest.mark.fault,
+    pytest.mark.stack_env(
+        {"EVENTPIPE_KAFKA_DELIVERY_TIMEOUT_MS": "2500", "EVENTPIPE_RETRY_AFTER_SECONDS": "3"}
+    ),
+]
 
 
 def test_paused_broker_gives_503_and_every_2xx_lands_once(own_stack: Stack) -> None:

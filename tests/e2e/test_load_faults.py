@@ -13,31 +13,21 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from eventpipe.embedded import free_port
-from tests.conftest import Stack, pause, start_stack
+from tests.conftest import Stack, pause
 from tests.e2e.loadgen import read_ids
 
-pytestmark = pytest.mark.fault
-
-
-@pytest.fixture
-def own_stack(backend_env: dict[str, str], tmp_path: Path) -> Iterator[Stack]:
-    if backend_env:
-        pytest.skip("pauses the embedded broker")
-    s = start_stack(
-        tmp_path / "stack",
-        {"EVENTPIPE_KAFKA_DELIVERY_TIMEOUT_MS": "2000", "EVENTPIPE_RETRY_AFTER_SECONDS": "1"},
-    )
-    try:
-        yield s
-    finally:
-        s.stop()
+pytestmark = [
+    pytest.mark.fault,
+    pytest.mark.stack_env(
+        {"EVENTPIPE_KAFKA_DELIVERY_TIMEOUT_MS": "2000", "EVENTPIPE_RETRY_AFTER_SECONDS": "1"}
+    ),
+]
 
 
 def loadgen(url: str, key: str, seconds: float, out: Path, *extra: str) -> subprocess.Popen[bytes]:

@@ -10,27 +10,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Stack, start_stack
+from tests.conftest import Stack
 from tests.e2e.loadgen import read_ids
 from tests.e2e.test_load_faults import assert_landed_once, loadgen, wait_until
 
 pytestmark = pytest.mark.fault
-
-
-@pytest.fixture
-def own_stack(backend_env: dict[str, str], tmp_path: Path) -> Iterator[Stack]:
-    if backend_env:
-        pytest.skip("kills the embedded stack's worker")
-    s = start_stack(tmp_path / "stack")
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def worker_pid(stack: Stack) -> int | None:
