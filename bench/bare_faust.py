@@ -20,6 +20,7 @@ import faust
 from eventpipe.codec import RAW_EVENT
 from eventpipe.settings import Settings
 from eventpipe.topics import TopicNames
+from streams.app import faust_config
 from streams.codec import CODEC_NAMES, register_codecs
 
 
@@ -36,19 +37,8 @@ def _write(path: str, result: dict[str, Any]) -> None:
 
 def build(settings: Settings, events: int, out: str) -> faust.App:
     register_codecs()
-    app = faust.App(
-        f"{settings.topic_prefix}bare",
-        broker=f"kafka://{settings.bootstrap}",
-        store="memory://",
-        web_enabled=False,
-        autodiscover=False,
-        broker_session_timeout=settings.kafka_session_timeout_s,
-        broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
-        topic_partitions=settings.topic_partitions,
-        processing_guarantee="at_least_once",
-        key_serializer="raw",
-        value_serializer="raw",
-    )
+    # The worker's own Faust settings, so the ceiling differs from it only by doing no work.
+    app = faust.App(f"{settings.topic_prefix}bare", **faust_config(settings))
     topic = app.topic(
         TopicNames.from_settings(settings).raw,
         key_serializer="raw",

@@ -34,33 +34,37 @@ def app_id(settings: Settings) -> str:
     return f"{settings.topic_prefix}{settings.worker_id}"
 
 
-def create_app(settings: Settings) -> faust.App:
-    """A Faust app wired for eventpipe; start it with ``streams.worker.run_worker``."""
+def faust_config(settings: Settings) -> dict[str, Any]:
+    """The Faust settings of every eventpipe app (the benchmark's bare agent uses them too)."""
     if not settings.kafka_bootstrap:
         raise RuntimeError("the worker needs EVENTPIPE_KAFKA_BOOTSTRAP (or an embedded broker)")
+    return {
+        "broker": f"kafka://{settings.kafka_bootstrap}",
+        "store": "memory://",
+        "web_enabled": False,
+        "autodiscover": False,
+        # Tansu answers a group join after half the session timeout: dev keeps it short.
+        "broker_session_timeout": settings.kafka_session_timeout_s,
+        "broker_heartbeat_interval": settings.kafka_heartbeat_interval_s,
+        "topic_partitions": settings.topic_partitions,
+        "topic_replication_factor": settings.topic_replication,
+        # at_least_once keeps Faust's aiokafka producer non-idempotent: its InitProducerId
+        # fails on Tansu; "exactly_once" would turn idempotence on and cannot start there.
+        "processing_guarantee": "at_least_once",
+        "producer_linger": PRODUCER_LINGER_S,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
+
+
+def create_app(settings: Settings) -> faust.App:
+    """A Faust app wired for eventpipe; start it with ``streams.worker.run_worker``."""
     register_codecs()
     # streams.recovery.App, not faust.App: its flow control keeps the records already handed to
     # the agents when table recovery completes. faust.App's clears them there (the queues are
     # cleared on every resume), so a few source records per start were never processed nor
     # acked, and the committed offset stopped for good. The module docstring has the details.
-    app = App(
-        app_id(settings),
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        store="memory://",
-        web_enabled=False,
-        autodiscover=False,
-        # Tansu answers a group join after half the session timeout: dev keeps it short.
-        broker_session_timeout=settings.kafka_session_timeout_s,
-        broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
-        topic_partitions=settings.topic_partitions,
-        topic_replication_factor=settings.topic_replication,
-        # at_least_once keeps Faust's aiokafka producer non-idempotent: its InitProducerId
-        # fails on Tansu; "exactly_once" would turn idempotence on and cannot start there.
-        processing_guarantee="at_least_once",
-        producer_linger=PRODUCER_LINGER_S,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
+    app = App(app_id(settings), **faust_config(settings))
     names = TopicNames.from_settings(settings)
 
     def topic(name: str, record: str) -> Any:
