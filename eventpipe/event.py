@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -31,13 +33,25 @@ class ParsedEvent:
         return self.user_id or self.subject_id or self.anonymous_id or ""
 
 
-def clean_record(raw: dict[str, Any], parsed: ParsedEvent, person_id: str) -> dict[str, Any]:
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def to_ms(value: datetime | int) -> int:
+    """Epoch milliseconds of a fastavro ``timestamp-millis`` (exact: no float rounding)."""
+    if isinstance(value, int):
+        return value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - _EPOCH) // _MS
+
+
+def clean_record(raw: Mapping[str, Any], parsed: ParsedEvent, person_id: str) -> dict[str, Any]:
     """The ``eventpipe.CleanEvent`` record for a raw record and its parse.
 
     ``external_id`` comes from the raw record: the edge resolved it (body field or
     ``Idempotency-Key`` header) and derived the event id from it.
     """
-    received = raw["received_at"]
     return {
         "event_id": raw["event_id"],
         "product": raw["product"],
@@ -48,7 +62,7 @@ def clean_record(raw: dict[str, Any], parsed: ParsedEvent, person_id: str) -> di
         "canonical_name": parsed.name.canonical,
         "name_format": parsed.name.format.value,
         "occurred_at": parsed.occurred_at_ms,
-        "received_at": received if isinstance(received, int) else int(received.timestamp() * 1000),
+        "received_at": to_ms(raw["received_at"]),
         "external_id": raw["external_id"],
         "subject_type": parsed.subject_type,
         "subject_id": parsed.subject_id,

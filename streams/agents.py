@@ -32,10 +32,10 @@ from prometheus_client import Counter as PromCounter
 
 from eventpipe import dialects
 from eventpipe.errors import InvalidEvent
-from eventpipe.event import clean_record
+from eventpipe.event import clean_record, to_ms
 from eventpipe.ids import derived_event_id
 from streams.codec import Undecodable
-from streams.dedupe import Decision, decide, table_key, to_ms
+from streams.dedupe import Decision, decide, table_key
 from streams.identity import identity_key
 
 log = structlog.get_logger(__name__)
@@ -130,7 +130,7 @@ def process(raw: Mapping[str, Any], seen: Mapping[bytes, int], window_ms: int) -
             return Drop(raw["product"], key, notice)
         if decision is Decision.FIRST:
             mark = (key, received_ms)
-    record = clean_record(dict(raw), parsed, person_id=parsed.actor_id)
+    record = clean_record(raw, parsed, person_id=parsed.actor_id)
     return Forward(identity_key(record), record, mark)
 
 

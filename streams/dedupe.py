@@ -12,7 +12,6 @@ dropped, because its clean record may never have been sent; ClickHouse keeps one
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from enum import Enum
 
 from eventpipe.ids import dedupe_key
@@ -25,9 +24,6 @@ one holds none."""
 
 SENTINEL_VALUE = b"0"
 """The sentinel's value, as the table's ``json`` value serializer writes the integer 0."""
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
 
 
 class Decision(Enum):
@@ -56,12 +52,3 @@ def decide(first_ms: int | None, received_ms: int, window_ms: int) -> Decision:
     if abs(received_ms - first_ms) < window_ms:
         return Decision.DUPLICATE
     return Decision.FIRST
-
-
-def to_ms(value: datetime | int) -> int:
-    """Epoch milliseconds of a fastavro ``timestamp-millis`` (exact: no float rounding)."""
-    if isinstance(value, int):
-        return value
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return (value - _EPOCH) // _MS

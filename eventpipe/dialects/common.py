@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import msgspec
 
 from eventpipe.errors import InvalidEvent
+from eventpipe.event import to_ms as epoch_ms
 from eventpipe.naming import EventName, InvalidName, normalize
 
 T = TypeVar("T")
@@ -300,12 +301,9 @@ def from_name_error(exc: InvalidName) -> InvalidEvent:
 
 
 def to_ms(dt: datetime, field: str) -> int:
-    """Milliseconds since the epoch; a timestamp without zone is taken as UTC."""
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    ms = int(dt.timestamp() * 1000)
-    check_ms(ms, field)
-    return ms
+    """Milliseconds since the epoch, exact (a float ``timestamp() * 1000`` lost 1 ms on some
+    values); a timestamp without zone is taken as UTC."""
+    return check_ms(epoch_ms(dt), field)
 
 
 def check_ms(ms: int, field: str) -> int:

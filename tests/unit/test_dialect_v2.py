@@ -45,3 +45,9 @@ def test_keyed_ids_are_derived_and_scoped() -> None:
     assert a != event_id_for("q", "api", "e1")[0] != event_id_for("p", "web", "e1")[0]
     r1, k1 = event_id_for("p", "api", None)
     assert r1 == k1 and r1 != event_id_for("p", "api", None)[0]
+
+
+def test_timestamps_convert_to_milliseconds_exactly() -> None:
+    # found by the property tests: float arithmetic gave ...008 for this value
+    p = parse("v1", b'{"event":"a_b","user_id":"u","timestamp":"2038-02-01T00:00:00.009Z"}', NOW)
+    assert p.occurred_at_ms == 2_148_595_200_009

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.dedupe import SENTINEL_KEY, SENTINEL_VALUE, Decision, decide, table_key, to_ms
+from eventpipe.event import to_ms
+from streams.dedupe import SENTINEL_KEY, SENTINEL_VALUE, Decision, decide, table_key
 
 WINDOW = 24 * 3600 * 1000
 
