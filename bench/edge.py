@@ -61,27 +61,33 @@ def run(
             idle = memory_mb(edge.pid)
             common = ["-m", "bench.loadgen", "max", "--url", url, "--key", key]
             common += ["--concurrency", str(concurrency)]
+
+            def phase(kind: str, requests: int, time_limit: int) -> dict[str, Any]:
+                """One load phase, with the CPU share the edge and the broker used during it."""
+                cpu = (cpu_seconds(edge.pid), cpu_seconds(tansu.pid))
+                out = run_json(
+                    [
+                        *common,
+                        "--kind",
+                        kind,
+                        "--requests",
+                        str(requests),
+                        "--time-limit",
+                        str(time_limit),
+                    ],
+                    child_env(),
+                    workdir / "loadgen.log",
+                    timeout_s=time_limit * 2,
+                )
+                out["edge_cpu_share"] = (cpu_seconds(edge.pid) - cpu[0]) / out["elapsed_s"]
+                out["broker_cpu_share"] = (cpu_seconds(tansu.pid) - cpu[1]) / out["elapsed_s"]
+                return out
+
             say(f"edge: {batches} batches of 1,000 at concurrency {concurrency}")
-            cpu = (cpu_seconds(edge.pid), cpu_seconds(tansu.pid))
-            batch = run_json(
-                [*common, "--kind", "batch", "--requests", str(batches), "--time-limit", "120"],
-                child_env(),
-                workdir / "loadgen.log",
-                timeout_s=200,
-            )
-            batch["edge_cpu_share"] = (cpu_seconds(edge.pid) - cpu[0]) / batch["elapsed_s"]
-            batch["broker_cpu_share"] = (cpu_seconds(tansu.pid) - cpu[1]) / batch["elapsed_s"]
+            batch = phase("batch", batches, 120)
             loaded = memory_mb(edge.pid)
             say(f"edge: {singles} single-event requests at concurrency {concurrency}")
-            cpu = (cpu_seconds(edge.pid), cpu_seconds(tansu.pid))
-            single = run_json(
-                [*common, "--kind", "single", "--requests", str(singles), "--time-limit", "60"],
-                child_env(),
-                workdir / "loadgen.log",
-                timeout_s=120,
-            )
-            single["edge_cpu_share"] = (cpu_seconds(edge.pid) - cpu[0]) / single["elapsed_s"]
-            single["broker_cpu_share"] = (cpu_seconds(tansu.pid) - cpu[1]) / single["elapsed_s"]
+            single = phase("single", singles, 60)
             memory = {"idle": idle, "after_batches": loaded, "after_singles": memory_mb(edge.pid)}
         finally:
             stop(edge)
