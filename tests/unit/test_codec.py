@@ -8,18 +8,20 @@ import pytest
 from eventpipe.codec import CLEAN_EVENT, RAW_EVENT, AvroCodec, CodecError
 from schemas import schema_files
 
+RAW = {
+    "event_id": "evt_x",
+    "dialect": "v2",
+    "product": "p",
+    "source": "api",
+    "external_id": "e1",
+    "received_at": 1_700_000_000_123,
+    "payload": b'{"event":"a.b", "x": "\xc3\xa9"}',
+}
+
 
 def test_raw_event_round_trip_keeps_the_payload_bytes() -> None:
     codec = AvroCodec()
-    value = {
-        "event_id": "evt_x",
-        "dialect": "v2",
-        "product": "p",
-        "source": "api",
-        "external_id": "e1",
-        "received_at": 1_700_000_000_123,
-        "payload": b'{"event":"a.b", "x": "\xc3\xa9"}',
-    }
+    value = RAW
     data = codec.encode(RAW_EVENT, value)
     assert data[:2] == b"\xc3\x01"
     name, back = codec.decode(data)
@@ -64,14 +66,6 @@ def test_clean_event_defaults() -> None:
 
 def test_millis_decoding_keeps_timestamps_as_integers() -> None:
     codec = AvroCodec()
-    value = {
-        "event_id": "evt_x",
-        "dialect": "v2",
-        "product": "p",
-        "source": "api",
-        "external_id": None,
-        "received_at": 1_700_000_000_123,
-        "payload": b"{}",
-    }
+    value = RAW
     _, back = codec.decode(codec.encode(RAW_EVENT, value), millis=True)
     assert back == value
