@@ -29,6 +29,9 @@ from eventpipe.embedded import free_port
 
 STARTUP_TIMEOUT_S = 120.0
 ROWS_TIMEOUT_S = 60.0
+MARKERS = 32
+"""Good events sent after a refused request: enough to cover every raw partition, so once their
+rows are in ClickHouse, anything the refused request had published would be there too."""
 
 
 @dataclass
@@ -94,6 +97,20 @@ class Stack:
         if len(shown) > 600:
             shown = shown[:600] + f"... ({len(rows)} rows)"
         raise AssertionError(f"timed out after {timeout_s}s waiting on {sql!r}; last: {shown}")
+
+    def prove_nothing_else_landed(self, ws: Workspace) -> None:
+        """Send ``MARKERS`` good events; once their rows are in, the workspace must hold exactly
+        those and no rejection: whatever was refused before never reached Kafka."""
+        markers = [{"event": "marker.sent", "properties": {"i": i}} for i in range(MARKERS)]
+        r = ws.post("/api/v2/events/batch", {"events": markers})
+        assert r.status_code == 202, r.text
+        sql = f"SELECT count() AS n FROM events WHERE product = '{ws.product}'"
+        rows = self.wait_for(sql, lambda rs: rs[0]["n"] >= MARKERS)
+        assert rows[0]["n"] == MARKERS, "something besides the markers was published"
+        rejected = self.query(
+            f"SELECT stage, field, reason FROM rejected_events WHERE product = '{ws.product}'"
+        )
+        assert rejected == [], "an invalid event reached Kafka and the agents"
 
     def log_tail(self, n: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-n:]

@@ -1,10 +1,10 @@
 """Bad input on every ingestion endpoint: a 4xx naming the problem, never a 5xx, nothing published.
 
-Each limit of ``eventpipe.dialects.common`` is sent to each endpoint (a batch carries the bad event
-as its only event, or breaks the envelope itself). Then the proof: the same workspace sends
-``MARKERS`` good events, and once their rows are in ClickHouse the workspace must hold exactly
-them, and nothing in ``rejected_events`` (an invalid event the edge had let through would be
-rejected there by the agents). Markers get random Kafka keys: 32 of them cover the 4 raw
+Each limit of ``eventpipe.dialects.common`` is sent to each endpoint (a batch carries the bad
+event as its only event, or breaks the envelope itself). Then the proof: the same workspace sends
+``tests.conftest.MARKERS`` good events, and once their rows are in ClickHouse the workspace must
+hold exactly them, and nothing in ``rejected_events`` (an invalid event the edge had let through
+would be rejected there by the agents). Markers get random Kafka keys: 32 of them cover the 4 raw
 partitions (all but surely), and each partition is processed in order, so a bad event published
 before its partition's marker would show up before the marker's row does.
 """
@@ -21,7 +21,6 @@ from eventpipe.dialects.common import MAX_DEPTH, MAX_KEYS, MAX_STRING_LENGTH
 from tests.conftest import Stack, Workspace
 
 TS = "2026-02-10T12:00:00Z"
-MARKERS = 32
 JSON = {"Content-Type": "application/json"}
 
 
@@ -113,19 +112,6 @@ def _check(ep: Endpoint, r: httpx.Response, field: str | None, case: str) -> str
     return got
 
 
-def _send_markers_and_prove_nothing_else_landed(stack: Stack, ws: Workspace) -> None:
-    markers = [{"event": "marker.sent", "properties": {"i": i}} for i in range(MARKERS)]
-    r = ws.post("/api/v2/events/batch", {"events": markers})
-    assert r.status_code == 202, r.text
-    sql = f"SELECT count() AS n FROM events WHERE product = '{ws.product}'"
-    rows = stack.wait_for(sql, lambda rs: rs[0]["n"] >= MARKERS)
-    assert rows[0]["n"] == MARKERS, "something besides the markers was published"
-    rejected = stack.query(
-        f"SELECT stage, field, reason FROM rejected_events WHERE product = '{ws.product}'"
-    )
-    assert rejected == [], "an invalid event reached Kafka and the agents"
-
-
 @pytest.mark.parametrize("ep", ENDPOINTS, ids=IDS)
 def test_limits_are_400_naming_the_field_and_nothing_is_published(
     stack: Stack, ws: Workspace, ep: Endpoint
@@ -141,7 +127,7 @@ def test_limits_are_400_naming_the_field_and_nothing_is_published(
     top = "name" if "named" in ep.path else "user_id" if "v1" in ep.path else "event"
     _check(ep, r, top, "name given twice")
     assert "duplicate" in r.text
-    _send_markers_and_prove_nothing_else_landed(stack, ws)
+    stack.prove_nothing_else_landed(ws)
 
 
 @pytest.mark.parametrize("ep", BATCHES, ids=[e.path for e in BATCHES])
@@ -167,7 +153,7 @@ def test_broken_batch_envelopes_are_400(stack: Stack, ws: Workspace, ep: Endpoin
             assert r.json().get("field") == field, (body[:80], r.text[:300])
     r = ws.post(ep.path, {"events": [{"event": "a.b"}] * 1001})
     assert r.status_code == 400 and r.json()["field"] == "events", r.text[:300]
-    _send_markers_and_prove_nothing_else_landed(stack, ws)
+    stack.prove_nothing_else_landed(ws)
 
 
 @pytest.mark.parametrize("ep", ENDPOINTS, ids=IDS)
