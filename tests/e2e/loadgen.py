@@ -6,8 +6,14 @@
 Each worker sends v2 batches of uniquely keyed events (``external_id`` = ``<run>-<worker>-<n>``)
 until the time is up. Every event id a 2xx reports is appended to FILE as it arrives, so a
 test can act mid-run. With ``--retry`` a batch answered 503 (or cut by a dropped connection) is
-sent again, same body, until it is accepted or the time is up, as a well-behaved client does.
-The last line of FILE is a JSON summary.
+sent again, same body, until it is accepted, as a well-behaved client does: no new batch starts
+after the time is up, but a started one is retried for up to ``--settle`` seconds more.
+
+A batch that ends without a 2xx has an unknown outcome: a 503 after a delivery timeout, or a cut
+connection, may still have reached Kafka (the contract is "2xx means stored; otherwise retry with
+the same keys, and dedupe makes it land once"). Its external ids are written as ``?<external_id>``
+lines, so a test can tell such rows from a row nobody sent. The last line of FILE is a JSON
+summary.
 """
 
 from __future__ import annotations
@@ -26,8 +32,15 @@ import httpx
 def run(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out).open("a", buffering=1)  # noqa: SIM115  # written by every worker
     lock = threading.Lock()
-    stats: dict[str, int] = {"batches": 0, "accepted": 0, "unavailable": 0, "errors": 0}
+    stats: dict[str, int] = {
+        "batches": 0,
+        "accepted": 0,
+        "unavailable": 0,
+        "errors": 0,
+        "unresolved": 0,
+    }
     deadline = time.monotonic() + args.seconds
+    give_up_at = deadline + (args.settle if args.retry else 0.0)
     run_id = uuid.uuid4().hex[:8]
 
     # Pacing: each worker sends one batch per period, so the total rate is bounded.
@@ -48,7 +61,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     ]
                 }
                 n += args.batch
-                while time.monotonic() < deadline:
+                accepted = False
+                while time.monotonic() < give_up_at:
                     try:
                         r = http.post(
                             "/api/v2/events/batch",
@@ -68,12 +82,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             stats["batches"] += 1
                             stats["accepted"] += len(ids)
                             out.write("\n".join(ids) + "\n")
+                        accepted = True
                         break
                     with lock:
                         stats["unavailable" if r.status_code == 503 else "errors"] += 1
                     if not args.retry or r.status_code != 503:
                         break
                     time.sleep(min(float(r.headers.get("Retry-After", "1")), 1.0))
+                if not accepted:
+                    with lock:
+                        stats["unresolved"] += len(body["events"])
+                        out.write("".join(f"?{e['external_id']}\n" for e in body["events"]))
 
     threads = [threading.Thread(target=worker, args=(w,)) for w in range(args.workers)]
     for t in threads:
@@ -94,6 +113,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--retry", action="store_true")
+    p.add_argument("--settle", type=float, default=60, help="s to finish retries after the time")
     p.add_argument("--rate", type=float, default=0, help="events/s in all (0: as fast as possible)")
     print(json.dumps(run(p.parse_args())))
 
@@ -104,13 +124,22 @@ if __name__ == "__main__":
 
 def read_ids(path: Path) -> tuple[list[str], dict[str, int] | None]:
     """The accepted ids written so far, and the summary once the run has ended."""
+    ids, _, summary = read_run(path)
+    return ids, summary
+
+
+def read_run(path: Path) -> tuple[list[str], set[str], dict[str, int] | None]:
+    """Accepted event ids, external ids of batches with an unknown outcome, and the summary."""
     if not path.exists():
-        return [], None
+        return [], set(), None
     ids: list[str] = []
+    unresolved: set[str] = set()
     summary = None
     for line in path.read_text().splitlines():
         if line.startswith("{"):
             summary = json.loads(line)["summary"]
+        elif line.startswith("?"):
+            unresolved.add(line[1:])
         elif line:
             ids.append(line)
-    return ids, summary
+    return ids, unresolved, summary
