@@ -22,8 +22,8 @@ from eventpipe.dialects import Parser
 from eventpipe.errors import EventpipeError, InvalidEvent, PayloadTooLarge, Unavailable
 from eventpipe.event import ParsedEvent
 from eventpipe.ids import event_id_for
+from eventpipe.publisher import Publisher
 from producers.auth import KeyStore, Principal, RateLimiter
-from producers.publisher import Publisher
 
 log = structlog.get_logger(__name__)
 
@@ -176,6 +176,11 @@ class Ingest:
             )
         out = BatchOutcome([], [])
         staged: list[tuple[int, ParsedEvent, Staged]] = []
+        # An external id repeated within the request is the same event: it gets the first
+        # one's id and outcome, and is not published again. The agents could not tell such a
+        # copy from a redelivery of the first (both carry the request's received_at).
+        first_of: dict[str, int] = {}
+        copies: list[tuple[int, ParsedEvent, int]] = []
         for i, payload in enumerate(payloads):
             try:
                 parsed = parser(payload, received_at_ms)
@@ -183,9 +188,16 @@ class Ingest:
             except InvalidEvent as exc:
                 out.errors.append({"index": i, "field": exc.field, "reason": exc.message})
                 continue
+            if ext is not None and ext in first_of:
+                copies.append((i, parsed, first_of[ext]))
+                continue
+            if ext is not None:
+                first_of[ext] = len(staged)
             staged.append((i, parsed, self.stage(principal, dialect, payload, ext, received_at_ms)))
         EVENTS.labels(dialect, "invalid").inc(len(out.errors))
         results = await self.publish(dialect, [s for _, _, s in staged]) if staged else []
+        staged += [(i, parsed, staged[first][2]) for i, parsed, first in copies]
+        results += [results[first] for _, _, first in copies]
         for (i, parsed, st), failure in zip(staged, results, strict=True):
             if failure is None:
                 out.accepted.append(Accepted(i, parsed, st.event_id))
@@ -196,6 +208,7 @@ class Ingest:
         if staged and not out.accepted:
             raise self.unavailable()
         EVENTS.labels(dialect, "accepted").inc(len(out.accepted))
+        out.accepted.sort(key=lambda a: a.index)
         out.errors.sort(key=lambda e: int(e["index"]))
         return out
 

@@ -98,15 +98,17 @@ class Stack:
             shown = shown[:600] + f"... ({len(rows)} rows)"
         raise AssertionError(f"timed out after {timeout_s}s waiting on {sql!r}; last: {shown}")
 
-    def prove_nothing_else_landed(self, ws: Workspace) -> None:
+    def prove_nothing_else_landed(self, ws: Workspace, rows_before: int = 0) -> None:
         """Send ``MARKERS`` good events; once their rows are in, the workspace must hold exactly
-        those and no rejection: whatever was refused before never reached Kafka."""
+        those (plus the ``rows_before`` already seen) and no rejection: whatever was refused
+        before never reached Kafka."""
         markers = [{"event": "marker.sent", "properties": {"i": i}} for i in range(MARKERS)]
         r = ws.post("/api/v2/events/batch", {"events": markers})
         assert r.status_code == 202, r.text
+        want = rows_before + MARKERS
         sql = f"SELECT count() AS n FROM events WHERE product = '{ws.product}'"
-        rows = self.wait_for(sql, lambda rs: rs[0]["n"] >= MARKERS)
-        assert rows[0]["n"] == MARKERS, "something besides the markers was published"
+        rows = self.wait_for(sql, lambda rs: rs[0]["n"] >= want)
+        assert rows[0]["n"] == want, "something besides the markers was published"
         rejected = self.query(
             f"SELECT stage, field, reason FROM rejected_events WHERE product = '{ws.product}'"
         )

@@ -136,6 +136,23 @@ def test_retry_with_same_external_id_keeps_the_first_event(stack: Stack, ws: Wor
     assert json.loads(rows[0]["properties"]) == {"attempt": 1}
 
 
+def test_one_external_id_twice_in_one_batch_keeps_the_first(stack: Stack, ws: Workspace) -> None:
+    """The copy shares the first one's id and outcome and is not published again: ClickHouse
+    keeps the first one's properties (a published copy would replace them: newest insert)."""
+    copy = {"event": "order.paid", "external_id": "order-8"}
+    events = [{**copy, "properties": {"n": 1}}, {"event": "x.y"}, {**copy, "properties": {"n": 2}}]
+    r = ws.post("/api/v2/events/batch", {"events": events})
+    assert r.status_code == 202, r.text
+    first, other, second = (d["uuid"] for d in r.json()["data"])
+    assert first == second != other
+    rows = stack.wait_for(
+        f"SELECT event_id, properties FROM events FINAL WHERE product = '{ws.product}'",
+        lambda rs: len(rs) == 2,
+    )
+    assert {row["event_id"]: json.loads(row["properties"]) for row in rows}[first] == {"n": 1}
+    stack.prove_nothing_else_landed(ws, rows_before=2)
+
+
 def test_events_without_external_id_are_never_deduplicated(stack: Stack, ws: Workspace) -> None:
     body = {"event": "page.viewed", "occurred_at": "2026-02-10T12:00:00Z"}
     ids = {ws.post("/api/v2/events", body).json()["data"]["uuid"] for _ in range(3)}
