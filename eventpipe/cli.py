@@ -45,9 +45,9 @@ def edge(
 ) -> None:
     """Run the HTTP edge against EVENTPIPE_KAFKA_BOOTSTRAP (keys from EVENTPIPE_API_KEYS)."""
     from eventpipe.kafka import producer_config
+    from eventpipe.publisher import KafkaPublisher
     from producers.app import create_app
     from producers.auth import KeyStore
-    from producers.publisher import KafkaPublisher
     from producers.server import serve
 
     s = _settings(port=port, host=host)

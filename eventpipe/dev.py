@@ -28,10 +28,10 @@ import structlog
 from eventpipe.codec import AvroCodec
 from eventpipe.embedded import TansuBroker, die_with_parent, free_port, stop_process
 from eventpipe.kafka import ensure_topics, producer_config
+from eventpipe.publisher import KafkaPublisher
 from eventpipe.settings import Settings
 from producers.app import create_app
 from producers.auth import KeyStore, new_key
-from producers.publisher import KafkaPublisher
 from producers.server import serve
 from sinks.clickhouse import connect, migrate
 from sinks.sink import Sink

@@ -24,12 +24,12 @@ from starlette.routing import Route
 
 from eventpipe.codec import AvroCodec
 from eventpipe.errors import EventpipeError, InvalidEvent, Unauthorized
+from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings
 from eventpipe.topics import TopicNames
 from producers import named, openapi, v1, v2
 from producers.auth import KeyStore, RateLimiter, new_key
 from producers.ingest import Ingest, error_response, json_response
-from producers.publisher import Publisher
 
 log = structlog.get_logger(__name__)
 

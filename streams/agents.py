@@ -8,21 +8,24 @@ Per raw record, in this order:
 2. if it carries an external id, ask the dedupe table (``streams.dedupe.decide``); a duplicate
    is counted and dropped;
 3. send the ``CleanEvent`` on to identity linking (``events.deduped``, keyed by identity key),
-   and only then record the key in the table, so a marker never exists for a record that was
-   not handed to the producer. A duplicate is reported on ``events.rejected`` (stage
+   and only once Kafka acknowledged it record the key in the table, so a marker never exists
+   for a record that was not stored. A duplicate is reported on ``events.rejected`` (stage
    ``dedupe``) instead.
 
-Offsets: Faust acks an event when the agent asks for the next one and, before committing
-offsets, flushes the producer (clean records and changelog writes alike). At-least-once: a
-record read again after a crash is forwarded again (``Decision.REDELIVERY``); ClickHouse keeps
-one row per event id.
+Records are handled in batches (``take_events``) and their outputs published together through
+``streams.outbox`` (why: per-record Faust sends were the worker's main cost). Offsets: Faust
+acks a batch when the agent asks for the next one, which is after the outbox was acknowledged,
+and flushes its own producer (the changelog writes) before committing. At-least-once: a record
+read again after a crash is forwarded again (``Decision.REDELIVERY``); ClickHouse keeps one row
+per event id.
 
 Next stage: ``streams.identity`` reads ``events.deduped`` and produces ``events.clean``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections import ChainMap, Counter
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,12 +34,13 @@ from faust import App, EventT, StreamT, TopicT
 from prometheus_client import Counter as PromCounter
 
 from eventpipe import dialects
+from eventpipe.codec import CLEAN_EVENT, REJECTED_EVENT
 from eventpipe.errors import InvalidEvent
 from eventpipe.event import clean_record, to_ms
-from eventpipe.ids import derived_event_id
-from streams.codec import Undecodable
+from streams.codec import Undecodable, rejected_undecodable
 from streams.dedupe import Decision, decide, table_key
 from streams.identity import identity_key
+from streams.outbox import Outbox, batches
 
 log = structlog.get_logger(__name__)
 
@@ -91,26 +95,6 @@ def rejected(
     }
 
 
-def rejected_undecodable(
-    value: Undecodable, topic: str, partition: int, offset: int, timestamp_ms: int
-) -> dict[str, Any]:
-    """The ``RejectedEvent`` for bytes that are no raw record.
-
-    Its id is derived from the record's position, so a replay rejects it under the same id.
-    """
-    return {
-        "event_id": derived_event_id(f"{topic}\x1f{partition}\x1f{offset}"),
-        "product": "",
-        "source": "",
-        "dialect": "",
-        "stage": "decode",
-        "field": None,
-        "reason": value.reason,
-        "received_at": timestamp_ms,
-        "payload": value.data,
-    }
-
-
 def process(raw: Mapping[str, Any], seen: Mapping[bytes, int], window_ms: int) -> Outcome:
     """Decide what one decoded raw record becomes; reads ``seen`` but never writes it."""
     received_ms = to_ms(raw["received_at"])
@@ -146,56 +130,85 @@ def attach_normalize_dedupe(
     app: App,
     *,
     source: TopicT,
-    forward_to: TopicT,
-    rejected_to: TopicT,
+    outbox: Outbox,
+    forward_to: str,
+    rejected_to: str,
     table: MutableMapping[bytes, int],
     window_ms: int,
 ) -> None:
     """Register the agent on ``app``; every dependency comes in as an argument.
 
-    One event at a time rather than ``stream.take_events()``: the table is then written while
-    Faust knows the current event, so a key's changelog partition is its raw partition (the
-    one this worker recovers), with no ``use_partitioner``. Producer linger batches the sends.
+    The table must be built with ``use_partitioner=True``: Faust refuses table writes inside
+    ``take_events`` otherwise. A key's changelog partition is then murmur2(key), which is its
+    raw partition too, because the table key is the raw record's Kafka key (the same bytes) and
+    the edge produces with the murmur2 partitioner (``eventpipe.kafka.producer_config``).
     """
-    outcomes = {name: PROCESSED.labels(name) for name in ("forwarded", "rejected", "duplicate")}
 
     async def normalize_dedupe(stream: StreamT[Any]) -> None:
-        async for event in stream.events():
-            outcome = await _handle_event(event, forward_to, rejected_to, table, window_ms)
-            outcomes[outcome].inc()
+        async for events in batches(stream):
+            counts = await handle_raw_batch(
+                events, outbox, forward_to, rejected_to, table, window_ms
+            )
+            for outcome, n in counts.items():
+                PROCESSED.labels(outcome).inc(n)
 
     app.agent(source, name="normalize_dedupe")(normalize_dedupe)
 
 
-async def _handle_event(
-    event: EventT[Any],
-    forward_to: TopicT,
-    rejected_to: TopicT,
+async def handle_raw_batch(
+    events: Sequence[EventT[Any]],
+    outbox: Outbox,
+    forward_to: str,
+    rejected_to: str,
     table: MutableMapping[bytes, int],
     window_ms: int,
-) -> str:
-    value: Any = event.value
-    if isinstance(value, Undecodable):
-        msg = event.message
-        record = rejected_undecodable(
-            value, msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000)
-        )
-        await rejected_to.send(key=record["event_id"].encode(), value=record)
-        return "rejected"
-    out = _safe_process(value, table, window_ms)
-    if isinstance(out, Forward):
-        try:
-            await forward_to.send(key=out.key, value=out.record)
-        except Exception as exc:  # e.g. a value the clean schema cannot encode
-            out = Reject(rejected(value, "normalize", f"cannot send: {exc!r}"))
-        else:
-            if out.mark is not None:
-                table[out.mark[0]] = out.mark[1]
-            return "forwarded"
-    if isinstance(out, Reject):
-        await rejected_to.send(key=out.record["event_id"].encode(), value=out.record)
-        return "rejected"
-    await rejected_to.send(key=out.notice["event_id"].encode(), value=out.notice)
-    DEDUPE_DROPPED.labels(out.product).inc()
-    log.debug("duplicate dropped", product=out.product, key=out.key)
-    return "duplicate"
+) -> Counter[str]:
+    """Process one batch of raw events; return once every output is acknowledged by Kafka.
+
+    The table learns the batch's first-seen keys only after the sends, so a marker never exists
+    for a record that was not stored; meanwhile ``marks`` lets a second copy later in the same
+    batch see the first one.
+    """
+    marks: dict[bytes, int] = {}
+    seen = ChainMap[bytes, int](marks, table)
+    counts: Counter[str] = Counter()
+
+    def reject(record: dict[str, Any]) -> None:
+        key = record["event_id"].encode()
+        err = outbox.add(rejected_to, REJECTED_EVENT, key, record)
+        if err is not None:  # cannot happen for a well-formed rejection; keep the reason at least
+            log.error("rejection cannot be encoded", event_id=record["event_id"], error=err)
+            bare = {**record, "field": None, "payload": b"", "reason": f"{record['reason']}; {err}"}
+            outbox.add(rejected_to, REJECTED_EVENT, key, bare)
+
+    for event in events:
+        value: Any = event.value
+        if isinstance(value, Undecodable):
+            msg = event.message
+            reject(
+                rejected_undecodable(
+                    value, msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000)
+                )
+            )
+            counts["rejected"] += 1
+            continue
+        out = _safe_process(value, seen, window_ms)
+        if isinstance(out, Forward):
+            err = outbox.add(forward_to, CLEAN_EVENT, out.key, out.record)
+            if err is None:
+                if out.mark is not None:
+                    marks[out.mark[0]] = out.mark[1]
+                counts["forwarded"] += 1
+                continue
+            out = Reject(rejected(value, "normalize", err))
+        if isinstance(out, Reject):
+            reject(out.record)
+            counts["rejected"] += 1
+            continue
+        reject(out.notice)
+        DEDUPE_DROPPED.labels(out.product).inc()
+        counts["duplicate"] += 1
+    await outbox.flush()
+    for key, received_ms in marks.items():
+        table[key] = received_ms
+    return counts

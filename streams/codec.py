@@ -22,6 +22,7 @@ from eventpipe.codec import (
     AvroCodec,
     CodecError,
 )
+from eventpipe.ids import derived_event_id
 
 CODEC_NAMES: dict[str, str] = {
     RAW_EVENT: "eventpipe-raw",
@@ -36,6 +37,26 @@ class Undecodable(NamedTuple):
 
     data: bytes
     reason: str
+
+
+def rejected_undecodable(
+    value: Undecodable, topic: str, partition: int, offset: int, timestamp_ms: int
+) -> dict[str, Any]:
+    """The ``RejectedEvent`` for bytes that are no record of their topic's schema.
+
+    Its id is derived from the record's position, so a replay rejects it under the same id.
+    """
+    return {
+        "event_id": derived_event_id(f"{topic}\x1f{partition}\x1f{offset}"),
+        "product": "",
+        "source": "",
+        "dialect": "",
+        "stage": "decode",
+        "field": None,
+        "reason": value.reason,
+        "received_at": timestamp_ms,
+        "payload": value.data,
+    }
 
 
 class AvroRecordCodec(codecs.Codec):

@@ -21,6 +21,8 @@ from pathlib import Path
 import faust
 import structlog
 
+from eventpipe.kafka import producer_config
+from eventpipe.publisher import KafkaPublisher
 from eventpipe.settings import Settings
 from streams.app import changelog_topics, create_app
 from streams.changelog import prepare_changelogs
@@ -77,7 +79,8 @@ def run_worker(settings: Settings) -> None:
     ready_file = Path(ready_env) if ready_env else None
     if ready_file is not None:
         remove_ready_file(ready_file)
-    app = create_app(settings)
+    publisher = KafkaPublisher(producer_config(settings))
+    app = create_app(settings, publisher)
     if ready_file is not None:
         attach_ready_file(app, ready_file)
     prepare_changelogs(settings, changelog_topics(app))
@@ -99,5 +102,6 @@ def run_worker(settings: Settings) -> None:
         if exc.code not in (None, 0):
             raise
     finally:
+        publisher.close()  # the agents awaited every send: nothing is left but to stop it
         if ready_file is not None:
             remove_ready_file(ready_file)

@@ -69,6 +69,33 @@ def test_a_linked_anonymous_id_is_never_repointed(stack: Stack, ws: Workspace) -
     assert resolved == [{"linked_user_id": "alice"}]
 
 
+def test_two_links_in_one_batch_give_one_link_and_one_conflict(stack: Stack, ws: Workspace) -> None:
+    """One request, so one agent batch: the second link must see the first one, made in the same
+    batch, and become a conflict. Which one is first is not fixed: the edge spreads unkeyed
+    events over the raw partitions, so their order within a request is not kept."""
+    events = [
+        {"event": "page_viewed", "anonymous_id": "device-2", "user_id": "alice", "timestamp": T1},
+        {"event": "page_viewed", "anonymous_id": "device-2", "user_id": "mallory", "timestamp": T2},
+    ]
+    r = ws.post("/v1/batch/events", {"events": events})
+    assert r.status_code == 202, r.text
+    links = stack.wait_for(
+        f"SELECT user_id, status FROM identity_links FINAL WHERE product = '{ws.product}'",
+        lambda rs: len(rs) == 2,
+    )
+    status = {row["status"]: row["user_id"] for row in links}
+    assert sorted(status) == ["conflict", "linked"], links
+    resolved = stack.query(
+        f"SELECT linked_user_id FROM identity_resolved WHERE product = '{ws.product}'"
+    )
+    assert resolved == [{"linked_user_id": status["linked"]}]
+    rows = stack.wait_for(
+        f"SELECT user_id, person_id FROM events FINAL WHERE product = '{ws.product}'",
+        lambda rs: len(rs) == 2,
+    )
+    assert all(row["person_id"] == row["user_id"] for row in rows), "each is its own user's"
+
+
 def test_placeholder_ids_do_not_link(stack: Stack, ws: Workspace) -> None:
     _v1(ws, anonymous_id="undefined", user_id="bob", timestamp=T1)
     _v1(ws, anonymous_id="real-anon", user_id="null", timestamp=T2)

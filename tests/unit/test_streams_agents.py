@@ -7,8 +7,8 @@ from typing import Any
 
 from eventpipe.codec import CLEAN_EVENT, RAW_EVENT, REJECTED_EVENT, AvroCodec
 from eventpipe.ids import event_id_for
-from streams.agents import Drop, Forward, Reject, process, rejected_undecodable
-from streams.codec import AvroRecordCodec, Undecodable
+from streams.agents import Drop, Forward, Reject, process
+from streams.codec import AvroRecordCodec, Undecodable, rejected_undecodable
 from streams.dedupe import table_key
 from streams.identity import identity_key
 

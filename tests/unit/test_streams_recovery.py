@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import faust
 import pytest
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
+from eventpipe.kafka import producer_config
+from eventpipe.publisher import KafkaPublisher
 from eventpipe.settings import Settings
 from streams.app import create_app
 from streams.recovery import ResumeKeepsBuffers
@@ -57,17 +61,19 @@ def test_initially_suspended_like_upstream() -> None:
 
 
 @pytest.fixture
-def settings() -> Settings:
-    return Settings(kafka_bootstrap="127.0.0.1:9", topic_prefix="unit.")
+def app() -> Iterator[faust.App]:
+    """An app that is never started: its publisher points at a port nobody serves."""
+    settings = Settings(kafka_bootstrap="127.0.0.1:9", topic_prefix="unit.")
+    publisher = KafkaPublisher(producer_config(settings, log_level=0))  # no connect noise
+    yield create_app(settings, publisher)
+    publisher.close(timeout_s=0)
 
 
-def test_app_uses_the_fixed_flow_control(settings: Settings) -> None:
-    app = create_app(settings)
+def test_app_uses_the_fixed_flow_control(app: faust.App) -> None:
     assert isinstance(app.flow_control, ResumeKeepsBuffers)
 
 
-def test_ready_needs_recovered_tables_and_no_rebalance(settings: Settings) -> None:
-    app = create_app(settings)
+def test_ready_needs_recovered_tables_and_no_rebalance(app: faust.App) -> None:
     assert not ready(app)
     app.tables.actives_ready = True
     app.rebalancing = True

@@ -1,0 +1,90 @@
+"""What an agent produces from one batch of source records, published before the batch is acked.
+
+Why not Faust's ``topic.send`` per record: it was the agents' largest cost (~26% of worker CPU
+in the benchmark's profile; ARCHITECTURE.md: "per-event Faust sends ... are the cost"). The
+agents take records in batches (``stream.take_events``), encode each output once, and hand the
+whole batch to the confluent-kafka producer of ``eventpipe.publisher`` (one future per topic).
+
+At-least-once: Faust acks a batch's source records only when the agent asks for the next batch,
+and the agent asks only after :meth:`Outbox.flush` returned, which is after every output was
+acknowledged by Kafka. A send that fails (the broker unreachable past the delivery timeout) is
+retried, with backoff, until it is acknowledged: the partition waits rather than acking a
+record whose output was never stored. A retried output may be stored twice; every consumer
+keys on the event id (ClickHouse's ReplacingMergeTree), so that shows as one row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, cast
+
+import structlog
+from faust import EventT, Stream, StreamT
+
+from eventpipe.codec import AvroCodec, CodecError
+from eventpipe.publisher import Publisher
+
+log = structlog.get_logger(__name__)
+
+BATCH_MAX = 1000
+BATCH_WITHIN_S = 0.05
+"""Records per ``take_events`` batch, and how long a partial batch waits (a latency bound)."""
+
+RETRY_FIRST_S = 0.2
+RETRY_MAX_S = 5.0
+
+
+def batches(stream: StreamT[Any]) -> AsyncIterator[Sequence[EventT[Any]]]:
+    """The agents' batches: ``take_events`` with one set of bounds (``StreamT`` lacks it)."""
+    return cast("Stream[Any]", stream).take_events(BATCH_MAX, within=BATCH_WITHIN_S)
+
+
+class Outbox:
+    """Encoded (key, value) pairs by topic, for one batch; reusable after :meth:`flush`."""
+
+    def __init__(self, publisher: Publisher, codec: AvroCodec) -> None:
+        self._publisher = publisher
+        self._codec = codec
+        self._items: defaultdict[str, list[tuple[bytes, bytes]]] = defaultdict(list)
+
+    def add(self, topic: str, record_name: str, key: bytes, record: dict[str, Any]) -> str | None:
+        """Queue ``record``; return why it cannot be encoded (nothing queued), else None."""
+        try:
+            value = self._codec.encode(record_name, record)
+        except (CodecError, ValueError, TypeError) as exc:
+            return f"cannot encode a {record_name}: {exc}"
+        self._items[topic].append((key, value))
+        return None
+
+    def __len__(self) -> int:
+        return sum(len(items) for items in self._items.values())
+
+    async def flush(self) -> None:
+        """Publish everything queued and return once Kafka acknowledged all of it."""
+        pending = {topic: items for topic, items in self._items.items() if items}
+        self._items = defaultdict(list)
+        delay = RETRY_FIRST_S
+        while pending:
+            topics = list(pending)
+            results = await asyncio.gather(
+                *(self._publisher.publish(topic, pending[topic]) for topic in topics)
+            )
+            failed: dict[str, list[tuple[bytes, bytes]]] = {}
+            for topic, outcome in zip(topics, results, strict=True):
+                retry = [item for item, err in zip(pending[topic], outcome, strict=True) if err]
+                if retry:
+                    failed[topic] = retry
+                    first_error = next(err for err in outcome if err)
+                    log.warning(
+                        "send failed, retrying",
+                        topic=topic,
+                        count=len(retry),
+                        error=first_error,
+                        retry_in_s=delay,
+                    )
+            pending = failed
+            if pending:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
