@@ -33,18 +33,25 @@ PRODUCT = "sinkfault"
 
 
 class FlakyClient:
-    """A clickhouse-connect client whose inserts fail while ``failing`` is set."""
+    """A clickhouse-connect client whose inserts (rows or Avro bytes) fail while ``failing``."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.failing = threading.Event()
         self.failures = 0
 
-    def insert(self, *args: Any, **kwargs: Any) -> Any:
+    def _fail_if_set(self) -> None:
         if self.failing.is_set():
             self.failures += 1
             raise ConnectionError("injected: ClickHouse unavailable")
+
+    def insert(self, *args: Any, **kwargs: Any) -> Any:
+        self._fail_if_set()
         return self.inner.insert(*args, **kwargs)
+
+    def raw_insert(self, *args: Any, **kwargs: Any) -> Any:
+        self._fail_if_set()
+        return self.inner.raw_insert(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -159,3 +166,43 @@ def test_sink_retries_commits_nothing_during_an_outage_and_catches_up(
         stop.set()
         thread.join(30)
     assert not thread.is_alive()
+
+
+def test_clean_events_clickhouse_refuses_are_rejected_and_the_rest_land(
+    env: dict[str, Any],
+) -> None:
+    """The sink's fast path hands ClickHouse the Avro bytes undecoded; a batch it refuses (a
+    corrupt body, a timestamp outside DateTime64) is decoded row by row instead: each bad
+    record becomes a rejected_events row, and every good one of the same batch still lands."""
+    settings: Settings = env["settings"]
+    topics = TopicNames.from_settings(settings)
+    codec = AvroCodec()
+    producer = Producer(producer_config(settings))
+    good = [f"evt_g{i}" for i in range(50)]
+    far = {**clean("evt_far"), "occurred_at": 10**15}  # year 33658: DateTime64 cannot hold it
+    corrupt = codec.encode(CLEAN_EVENT, clean("evt_corrupt"))[:25]  # right header, cut body
+    values = [codec.encode(CLEAN_EVENT, clean(eid)) for eid in good[:25]]
+    values += [codec.encode(CLEAN_EVENT, far), corrupt]
+    values += [codec.encode(CLEAN_EVENT, clean(eid)) for eid in good[25:]]
+    assert all(codec.is_newest(CLEAN_EVENT, v) for v in values), "all take the fast path"
+    for value in values:
+        producer.produce(topics.clean, value, partition=0)  # one partition: one batch
+    assert producer.flush(30) == 0
+
+    stop = threading.Event()
+    sink = Sink(settings, env["writer"], codec, metrics=SinkMetrics(CollectorRegistry()))
+    thread = threading.Thread(target=sink.run, args=(stop,), daemon=True)
+    thread.start()
+    reader = env["reader"]
+    try:
+        wait(lambda: reader.query("SELECT count() FROM rejected_events").result_rows[0][0] >= 2)
+        wait(lambda: reader.query("SELECT count() FROM events").result_rows[0][0] >= len(good))
+    finally:
+        stop.set()
+        thread.join(30)
+    landed = reader.query("SELECT event_id FROM events ORDER BY event_id").result_rows
+    assert [r[0] for r in landed] == sorted(good)
+    reasons = [r[0] for r in reader.query("SELECT reason FROM rejected_events").result_rows]
+    assert len(reasons) == 2
+    assert any("outside DateTime64" in r for r in reasons), reasons
+    assert any("corrupt" in r for r in reasons), reasons

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import io
 import json
+from typing import Any
 
 import fastavro
 import pytest
@@ -69,3 +71,18 @@ def test_millis_decoding_keeps_timestamps_as_integers() -> None:
     value = RAW
     _, back = codec.decode(codec.encode(RAW_EVENT, value), millis=True)
     assert back == value
+
+
+def test_container_holds_the_bodies_any_avro_reader_reads_back() -> None:
+    """The sink's fast path: bodies copied into an object container, never decoded."""
+    codec = AvroCodec()
+    values = [{**RAW, "event_id": f"evt_{i}", "received_at": 1_700_000_000_000 + i} for i in (1, 2)]
+    messages = [codec.encode(RAW_EVENT, v) for v in values]
+    assert all(codec.is_newest(RAW_EVENT, m) for m in messages)
+    assert not codec.is_newest(CLEAN_EVENT, messages[0])
+    assert not codec.is_newest(RAW_EVENT, b"\x00" + messages[0][1:])
+    container = io.BytesIO(codec.container(RAW_EVENT, messages))
+    back: list[Any] = list(fastavro.reader(container))
+    for got in back:
+        got["received_at"] = int(got["received_at"].timestamp() * 1000)
+    assert back == values

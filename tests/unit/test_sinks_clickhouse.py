@@ -20,6 +20,8 @@ from clickhouse_connect.driver.client import Client
 from eventpipe.codec import CLEAN_EVENT, AvroCodec
 from schemas import SCHEMA_DIR
 from sinks.clickhouse import (
+    _TS_MAX,
+    _TS_MIN,
     EVENTS,
     MIGRATIONS_DIR,
     REJECTED,
@@ -238,3 +240,16 @@ def test_row_keeps_timezone_aware_values() -> None:
     ts = datetime(2026, 3, 1, 12, tzinfo=UTC) + timedelta(milliseconds=7)
     values = dict(zip(EVENTS.columns, EVENTS.row(clean("p", "e", occurred_at=ts)), strict=True))
     assert values["occurred_at"] is ts
+
+
+def test_a_timestamp_past_year_9999_is_refused_not_a_crash() -> None:
+    with pytest.raises(ValueError, match="occurred_at"):
+        EVENTS.row(clean("p", "e", occurred_at=10**15))
+
+
+def test_migration_005_holds_the_rows_bounds() -> None:
+    """The Avro fast path relies on the constraint, the row path on _TS_MIN/_TS_MAX: one range."""
+    sql = (MIGRATIONS_DIR / "005_events_timestamp_range.sql").read_text()
+    low, high = _TS_MIN.strftime("%Y-%m-%d %H:%M:%S"), _TS_MAX.strftime("%Y-%m-%d %H:%M:%S")
+    assert sql.count(f"toDateTime64('{low}', 3, 'UTC')") == 2
+    assert sql.count(f"toDateTime64('{high}', 3, 'UTC')") == 2
