@@ -46,6 +46,11 @@ def to_ms(value: datetime | int) -> int:
     return (value - _EPOCH) // _MS
 
 
+def from_ms(ms: int) -> datetime:
+    """The UTC datetime of epoch milliseconds (exact: no float rounding)."""
+    return _EPOCH + ms * _MS
+
+
 def clean_record(raw: Mapping[str, Any], parsed: ParsedEvent, person_id: str) -> dict[str, Any]:
     """The ``eventpipe.CleanEvent`` record for a raw record and its parse.
 

@@ -17,7 +17,7 @@ from prometheus_client import Counter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from eventpipe.codec import RAW_EVENT, AvroCodec
+from eventpipe.codec import AvroCodec
 from eventpipe.dialects import Parser
 from eventpipe.errors import EventpipeError, InvalidEvent, PayloadTooLarge, Unavailable
 from eventpipe.event import ParsedEvent
@@ -102,8 +102,7 @@ class Ingest:
         received_at_ms: int,
     ) -> Staged:
         event_id, key = event_id_for(principal.product, principal.source, external_id)
-        value = self.codec.encode(
-            RAW_EVENT,
+        value = self.codec.encode_raw(
             {
                 "event_id": event_id,
                 "dialect": dialect,

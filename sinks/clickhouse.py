@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import cached_property
 from operator import itemgetter
 from pathlib import Path
@@ -26,6 +26,7 @@ import structlog
 from clickhouse_connect.driver.client import Client
 
 from eventpipe.codec import CLEAN_EVENT, IDENTITY_LINK, REJECTED_EVENT
+from eventpipe.event import from_ms, to_ms
 from schemas import schema_files
 
 log = structlog.get_logger(__name__)
@@ -109,9 +110,7 @@ def migrate(client: Client, directory: Path = MIGRATIONS_DIR) -> list[str]:
 # Migration 005 holds the same bounds as a constraint, for the sink's Avro fast path.
 _TS_MIN = datetime(1900, 1, 1, tzinfo=UTC)
 _TS_MAX = datetime(2299, 12, 31, 23, 59, 59, tzinfo=UTC)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS_MIN = (_TS_MIN - _EPOCH) // timedelta(milliseconds=1)
-_MS_MAX = (_TS_MAX - _EPOCH) // timedelta(milliseconds=1)
+_MS_MIN, _MS_MAX = to_ms(_TS_MIN), to_ms(_TS_MAX)
 
 
 def _newest_schema(record: str) -> dict[str, Any]:
@@ -139,7 +138,7 @@ def _to_datetime(value: Any, column: str) -> datetime:
     elif isinstance(value, int) and not isinstance(value, bool):
         if not _MS_MIN <= value <= _MS_MAX:  # checked first: datetime overflows past year 9999
             raise ValueError(f"{column}: {value} ms is outside DateTime64's range")
-        dt = _EPOCH + timedelta(milliseconds=value)  # exact, unlike value / 1000 as a float
+        dt = from_ms(value)
     else:
         raise ValueError(
             f"{column}: expected a datetime or epoch millis, got {type(value).__name__}"

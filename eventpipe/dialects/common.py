@@ -36,15 +36,17 @@ and when a limit is hit, the exact but slow ``diagnose`` runs, which also names 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import msgspec
 
 from eventpipe.errors import InvalidEvent
+from eventpipe.event import from_ms
 from eventpipe.event import to_ms as epoch_ms
 from eventpipe.naming import EventName, InvalidName, normalize
 
@@ -321,11 +323,17 @@ def check_id(value: str | None, field: str) -> str | None:
 
 
 def iso_ms(ms: int) -> str:
-    """ISO 8601 in UTC with a Z, milliseconds only when there are some (as the documents show)."""
-    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    if ms % 1000:
-        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """ISO 8601 in UTC with a Z, milliseconds only when there are some (as the documents show).
+
+    Every accepted event's time is formatted for the response (strftime per event was ~5% of
+    the edge's CPU): the seconds part is cached, as the events of a request share it."""
+    seconds, millis = divmod(ms, 1000)
+    return _iso_seconds(seconds) + (f".{millis:03d}Z" if millis else "Z")
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_seconds(seconds: int) -> str:
+    return from_ms(seconds * 1000).isoformat(timespec="seconds")[:-6]
 
 
 def as_object(value: Any, field: str) -> dict[str, Any]:

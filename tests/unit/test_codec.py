@@ -6,6 +6,8 @@ from typing import Any
 
 import fastavro
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from eventpipe.codec import CLEAN_EVENT, RAW_EVENT, AvroCodec, CodecError
 from schemas import schema_files
@@ -86,3 +88,18 @@ def test_container_holds_the_bodies_any_avro_reader_reads_back() -> None:
     for got in back:
         got["received_at"] = int(got["received_at"].timestamp() * 1000)
     assert back == values
+
+
+@given(
+    event_id=st.text(max_size=40),
+    external_id=st.none() | st.text(max_size=300),
+    received_at=st.integers(min_value=-(2**62), max_value=2**62),
+    payload=st.binary(max_size=300),
+)
+def test_hand_written_raw_encoder_writes_fastavros_bytes(
+    event_id: str, external_id: str | None, received_at: int, payload: bytes
+) -> None:
+    codec = AvroCodec()
+    value = {**RAW, "event_id": event_id, "external_id": external_id}
+    value |= {"received_at": received_at, "payload": payload}
+    assert codec.encode_raw(value) == codec.encode(RAW_EVENT, value)
