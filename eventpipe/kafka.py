@@ -15,6 +15,9 @@ from eventpipe.topics import TopicNames
 
 log = structlog.get_logger(__name__)
 
+FETCH_MAX_WAIT_MS = 100
+"""How long a consumer lets the broker hold an empty fetch (the worker's Faust consumer too)."""
+
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     """The edge's producer: acks=all, idempotent, and the murmur2 partitioner.
@@ -47,6 +50,9 @@ def consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, A
         "session.timeout.ms": int(settings.kafka_session_timeout_s * 1000),
         "heartbeat.interval.ms": int(settings.kafka_heartbeat_interval_s * 1000),
         "partition.assignment.strategy": "cooperative-sticky",
+        # Tansu does not answer a waiting fetch when data arrives: a record can wait out the
+        # whole fetch wait (500 ms by default) at each consumer. See streams/fetchwait.py.
+        "fetch.wait.max.ms": FETCH_MAX_WAIT_MS,
     }
     conf.update(extra)
     return conf

@@ -24,8 +24,6 @@ acked once (Faust's ack keeps one entry per offset).
 
 from __future__ import annotations
 
-import faust
-from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
 
@@ -36,14 +34,3 @@ class ResumeKeepsBuffers(FlowControlEvent):
         if self.is_active():
             return
         super().resume()
-
-
-class App(faust.App):
-    """``faust.App`` with :class:`ResumeKeepsBuffers` as its flow control.
-
-    Faust builds ``flow_control`` lazily, when the first stream or table queue registers with it,
-    so overriding the property puts every queue under the fixed event."""
-
-    @cached_property
-    def flow_control(self) -> FlowControlEvent:
-        return ResumeKeepsBuffers(loop=self.loop)
