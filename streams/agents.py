@@ -126,17 +126,9 @@ def _safe_process(raw: Mapping[str, Any], seen: Mapping[bytes, int], window_ms: 
         return Reject(rejected(raw, "normalize", f"internal error: {exc!r}"))
 
 
-def attach_normalize_dedupe(
-    app: App,
-    *,
-    source: TopicT,
-    outbox: Outbox,
-    forward_to: str,
-    rejected_to: str,
-    table: MutableMapping[bytes, int],
-    window_ms: int,
-) -> None:
-    """Register the agent on ``app``; every dependency comes in as an argument.
+@dataclass(frozen=True)
+class Deduper:
+    """The normalize + dedupe agent: its outputs, its table and the dedupe window.
 
     The table must be built with ``use_partitioner=True``: Faust refuses table writes inside
     ``take_events`` otherwise. A key's changelog partition is then murmur2(key), which is its
@@ -144,71 +136,66 @@ def attach_normalize_dedupe(
     the edge produces with the murmur2 partitioner (``eventpipe.kafka.producer_config``).
     """
 
-    async def normalize_dedupe(stream: StreamT[Any]) -> None:
-        async for events in batches(stream):
-            counts = await handle_raw_batch(
-                events, outbox, forward_to, rejected_to, table, window_ms
-            )
-            for outcome, n in counts.items():
-                PROCESSED.labels(outcome).inc(n)
+    outbox: Outbox
+    forward_to: str
+    rejected_to: str
+    table: MutableMapping[bytes, int]
+    window_ms: int
 
-    app.agent(source, name="normalize_dedupe")(normalize_dedupe)
+    def attach(self, app: App, source: TopicT) -> None:
+        async def normalize_dedupe(stream: StreamT[Any]) -> None:
+            async for events in batches(stream):
+                for outcome, n in (await self.handle(events)).items():
+                    PROCESSED.labels(outcome).inc(n)
 
+        app.agent(source, name="normalize_dedupe")(normalize_dedupe)
 
-async def handle_raw_batch(
-    events: Sequence[EventT[Any]],
-    outbox: Outbox,
-    forward_to: str,
-    rejected_to: str,
-    table: MutableMapping[bytes, int],
-    window_ms: int,
-) -> Counter[str]:
-    """Process one batch of raw events; return once every output is acknowledged by Kafka.
-
-    The table learns the batch's first-seen keys only after the sends, so a marker never exists
-    for a record that was not stored; meanwhile ``marks`` lets a second copy later in the same
-    batch see the first one.
-    """
-    marks: dict[bytes, int] = {}
-    seen = ChainMap[bytes, int](marks, table)
-    counts: Counter[str] = Counter()
-
-    def reject(record: dict[str, Any]) -> None:
+    def _reject(self, record: dict[str, Any]) -> None:
         key = record["event_id"].encode()
-        err = outbox.add(rejected_to, REJECTED_EVENT, key, record)
+        err = self.outbox.add(self.rejected_to, REJECTED_EVENT, key, record)
         if err is not None:  # cannot happen for a well-formed rejection; keep the reason at least
             log.error("rejection cannot be encoded", event_id=record["event_id"], error=err)
             bare = {**record, "field": None, "payload": b"", "reason": f"{record['reason']}; {err}"}
-            outbox.add(rejected_to, REJECTED_EVENT, key, bare)
+            self.outbox.add(self.rejected_to, REJECTED_EVENT, key, bare)
 
-    for event in events:
-        value: Any = event.value
-        if isinstance(value, Undecodable):
-            msg = event.message
-            reject(
-                rejected_undecodable(
-                    value, msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000)
+    async def handle(self, events: Sequence[EventT[Any]]) -> Counter[str]:
+        """Process one batch of raw events; return once every output is acknowledged by Kafka.
+
+        The table learns the batch's first-seen keys only after the sends, so a marker never
+        exists for a record that was not stored; meanwhile ``marks`` lets a second copy later in
+        the same batch see the first one.
+        """
+        marks: dict[bytes, int] = {}
+        seen = ChainMap[bytes, int](marks, self.table)
+        counts: Counter[str] = Counter()
+        for event in events:
+            value: Any = event.value
+            if isinstance(value, Undecodable):
+                msg = event.message
+                self._reject(
+                    rejected_undecodable(
+                        value, msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000)
+                    )
                 )
-            )
-            counts["rejected"] += 1
-            continue
-        out = _safe_process(value, seen, window_ms)
-        if isinstance(out, Forward):
-            err = outbox.add(forward_to, CLEAN_EVENT, out.key, out.record)
-            if err is None:
-                if out.mark is not None:
-                    marks[out.mark[0]] = out.mark[1]
-                counts["forwarded"] += 1
+                counts["rejected"] += 1
                 continue
-            out = Reject(rejected(value, "normalize", err))
-        if isinstance(out, Reject):
-            reject(out.record)
-            counts["rejected"] += 1
-            continue
-        reject(out.notice)
-        DEDUPE_DROPPED.labels(out.product).inc()
-        counts["duplicate"] += 1
-    await outbox.flush()
-    for key, received_ms in marks.items():
-        table[key] = received_ms
-    return counts
+            out = _safe_process(value, seen, self.window_ms)
+            if isinstance(out, Forward):
+                err = self.outbox.add(self.forward_to, CLEAN_EVENT, out.key, out.record)
+                if err is None:
+                    if out.mark is not None:
+                        marks[out.mark[0]] = out.mark[1]
+                    counts["forwarded"] += 1
+                    continue
+                out = Reject(rejected(value, "normalize", err))
+            if isinstance(out, Reject):
+                self._reject(out.record)
+                counts["rejected"] += 1
+                continue
+            self._reject(out.notice)
+            DEDUPE_DROPPED.labels(out.product).inc()
+            counts["duplicate"] += 1
+        await self.outbox.flush()
+        for key, received_ms in marks.items():
+            self.table[key] = received_ms
+        return counts

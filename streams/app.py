@@ -20,9 +20,9 @@ from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings
 from eventpipe.topics import TopicNames
 from streams import fetchwait
-from streams.agents import attach_normalize_dedupe
+from streams.agents import Deduper
 from streams.codec import CODEC_NAMES, register_codecs
-from streams.identity import attach_link_identities
+from streams.identity import IdentityLinker
 from streams.outbox import Outbox
 from streams.recovery import ResumeKeepsBuffers
 
@@ -107,15 +107,13 @@ def create_app(settings: Settings, publisher: Publisher) -> faust.App:
         value_type=int,  # serialized "json"
         use_partitioner=True,
     )
-    attach_normalize_dedupe(
-        app,
-        source=topic(names.raw, RAW_EVENT),
+    Deduper(
         outbox=Outbox(publisher, codec),
         forward_to=names.deduped,
         rejected_to=names.rejected,
         table=table,
         window_ms=settings.dedupe_window_seconds * 1000,
-    )
+    ).attach(app, topic(names.raw, RAW_EVENT))
     links = app.Table(
         IDENTITY_TABLE,
         partitions=settings.topic_partitions,
@@ -123,15 +121,13 @@ def create_app(settings: Settings, publisher: Publisher) -> faust.App:
         value_type=str,  # the linked user id, serialized "json"
         use_partitioner=True,
     )
-    attach_link_identities(
-        app,
-        source=topic(names.deduped, CLEAN_EVENT),
+    IdentityLinker(
         outbox=Outbox(publisher, codec),  # one per agent: an outbox holds one batch
         forward_to=names.clean,
         identities_to=names.identities,
         rejected_to=names.rejected,
         table=links,
-    )
+    ).attach(app, topic(names.deduped, CLEAN_EVENT))
     return app
 
 

@@ -112,71 +112,64 @@ def resolve(record: Mapping[str, Any], known: str | None) -> Linked:
     return Linked(user, link, user if known is None else None)
 
 
-def attach_link_identities(
-    app: App,
-    *,
-    source: TopicT,
-    outbox: Outbox,
-    forward_to: str,
-    identities_to: str,
-    rejected_to: str,
-    table: MutableMapping[bytes, str],
-) -> None:
-    """Register the link agent on ``app``; the table is keyed like ``source`` (identity key).
+@dataclass(frozen=True)
+class IdentityLinker:
+    """The link agent: its outputs and its table (keyed like its source: identity key).
 
     Batched like ``streams.agents`` (same reasons; the table is ``use_partitioner=True`` and its
     key is the source record's Kafka key, so the changelog partition is the source partition).
     """
 
-    async def link_identities(stream: StreamT[Any]) -> None:
-        async for events in batches(stream):
-            await handle_clean_batch(events, outbox, forward_to, identities_to, rejected_to, table)
+    outbox: Outbox
+    forward_to: str
+    identities_to: str
+    rejected_to: str
+    table: MutableMapping[bytes, str]
 
-    app.agent(source, name="link_identities")(link_identities)
+    def attach(self, app: App, source: TopicT) -> None:
+        async def link_identities(stream: StreamT[Any]) -> None:
+            async for events in batches(stream):
+                await self.handle(events)
 
+        app.agent(source, name="link_identities")(link_identities)
 
-async def handle_clean_batch(
-    events: Sequence[EventT[Any]],
-    outbox: Outbox,
-    forward_to: str,
-    identities_to: str,
-    rejected_to: str,
-    table: MutableMapping[bytes, str],
-) -> None:
-    """Link one batch; return once every output is acknowledged by Kafka.
+    async def handle(self, events: Sequence[EventT[Any]]) -> None:
+        """Link one batch; return once every output is acknowledged by Kafka.
 
-    New links reach the table only after the sends (like the dedupe markers); ``links`` lets a
-    later event of the same batch see a link made earlier in it.
-    """
-    links: dict[bytes, str] = {}
-    for event in events:
-        value: Any = event.value
-        if isinstance(value, Undecodable):  # not written by our agents: keep it, never crash
-            msg = event.message
-            rejection = rejected_undecodable(
-                value, msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000)
-            )
-            outbox.add(rejected_to, REJECTED_EVENT, rejection["event_id"].encode(), rejection)
-            continue
-        record: dict[str, Any] = dict(value)
-        key = event.key if isinstance(event.key, bytes) else identity_key(record)
-        known = links.get(key) or table.get(key)
-        out = resolve(record, known)
-        if out.link is not None:
-            outbox.add(identities_to, IDENTITY_LINK, key, out.link)
-            LINKS.labels(out.link["status"]).inc()
-            if out.link["status"] == "conflict":
-                log.info(
-                    "identity conflict kept the first link",
-                    product=record["product"],
-                    event_id=record["event_id"],
+        New links reach the table only after the sends (like the dedupe markers); ``links``
+        lets a later event of the same batch see a link made earlier in it.
+        """
+        links: dict[bytes, str] = {}
+        for event in events:
+            value: Any = event.value
+            if isinstance(value, Undecodable):  # not written by our agents: keep it, never crash
+                msg = event.message
+                rejection = rejected_undecodable(
+                    value, msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000)
                 )
-        record["person_id"] = out.person_id
-        err = outbox.add(forward_to, CLEAN_EVENT, record["event_id"].encode(), record)
-        if err is not None:  # it was decoded from a CleanEvent: only a bug in resolve() gets here
-            log.error("clean event cannot be encoded", event_id=record["event_id"], error=err)
-        if out.store is not None:
-            links[key] = out.store
-    await outbox.flush()
-    for key, user in links.items():
-        table[key] = user
+                self.outbox.add(
+                    self.rejected_to, REJECTED_EVENT, rejection["event_id"].encode(), rejection
+                )
+                continue
+            record: dict[str, Any] = dict(value)
+            key = event.key if isinstance(event.key, bytes) else identity_key(record)
+            known = links.get(key) or self.table.get(key)
+            out = resolve(record, known)
+            if out.link is not None:
+                self.outbox.add(self.identities_to, IDENTITY_LINK, key, out.link)
+                LINKS.labels(out.link["status"]).inc()
+                if out.link["status"] == "conflict":
+                    log.info(
+                        "identity conflict kept the first link",
+                        product=record["product"],
+                        event_id=record["event_id"],
+                    )
+            record["person_id"] = out.person_id
+            err = self.outbox.add(self.forward_to, CLEAN_EVENT, record["event_id"].encode(), record)
+            if err is not None:  # decoded from a CleanEvent: only a bug in resolve() gets here
+                log.error("clean event cannot be encoded", event_id=record["event_id"], error=err)
+            if out.store is not None:
+                links[key] = out.store
+        await self.outbox.flush()
+        for key, user in links.items():
+            self.table[key] = user
