@@ -131,12 +131,17 @@ def _is_timestamp(avro_type: Any) -> bool:
     return isinstance(avro_type, dict) and avro_type.get("logicalType") == "timestamp-millis"
 
 
+def timestamp_in_range(ms: int) -> bool:
+    """Whether epoch milliseconds fit DateTime64 (and migration 005's constraint)."""
+    return _MS_MIN <= ms <= _MS_MAX
+
+
 def _to_datetime(value: Any, column: str) -> datetime:
     """fastavro gives tz-aware datetimes; ints are epoch milliseconds. chDB wants datetimes."""
     if isinstance(value, datetime):
         dt = value if value.tzinfo else value.replace(tzinfo=UTC)
     elif isinstance(value, int) and not isinstance(value, bool):
-        if not _MS_MIN <= value <= _MS_MAX:  # checked first: datetime overflows past year 9999
+        if not timestamp_in_range(value):  # checked first: datetime overflows past year 9999
             raise ValueError(f"{column}: {value} ms is outside DateTime64's range")
         dt = from_ms(value)
     else:

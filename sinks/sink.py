@@ -38,6 +38,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 from eventpipe.codec import CLEAN_EVENT, AvroCodec, CodecError
+from eventpipe.event import to_ms
 from eventpipe.kafka import consumer_config
 from eventpipe.settings import Settings
 from eventpipe.topics import TopicNames
@@ -49,6 +50,7 @@ from sinks.clickhouse import (
     Table,
     connect,
     migrate,
+    timestamp_in_range,
 )
 
 log = structlog.get_logger(__name__)
@@ -205,8 +207,10 @@ class Sink:
         log.warning(
             "message rejected", topic=topic, partition=partition, offset=offset, reason=reason
         )
+        # The Kafka timestamp is the producer's claim: one DateTime64 cannot hold must not make
+        # the rejection itself fail (that raised out of the loop and stopped the sink for good).
         _, ts_ms = msg.timestamp()
-        received = datetime.fromtimestamp(ts_ms / 1000, UTC) if ts_ms > 0 else datetime.now(UTC)
+        received = ts_ms if ts_ms > 0 and timestamp_in_range(ts_ms) else to_ms(datetime.now(UTC))
         return REJECTED.row(
             {
                 # The Kafka coordinates identify it: a redelivered copy gets the same id.

@@ -37,8 +37,16 @@ def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 class Msg:
-    def __init__(self, topic: str, partition: int, offset: int, value: bytes | None) -> None:
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        value: bytes | None,
+        timestamp_ms: int = 1_767_323_045_000,
+    ) -> None:
         self._t, self._p, self._o, self._v = topic, partition, offset, value
+        self._ts = timestamp_ms
 
     def topic(self) -> str:
         return self._t
@@ -56,7 +64,7 @@ class Msg:
         return None
 
     def timestamp(self) -> tuple[int, int]:
-        return (1, 1_767_323_045_000)
+        return (1, self._ts)
 
 
 class ScriptedConsumer:
@@ -245,6 +253,15 @@ def test_out_of_range_timestamp_is_rejected_not_retried_forever() -> None:
     log, client = run([[Msg(TOPICS.clean, 1, 7, CODEC.encode(CLEAN_EVENT, rec))]])
     assert "outside DateTime64" in client.rows[REJECTED.name][0]["reason"]
     assert ("commit", [(TOPICS.clean, 1, 8)]) in log
+
+
+def test_undecodable_message_with_an_impossible_kafka_timestamp_is_still_rejected() -> None:
+    """Its rejection row falls back to the current time instead of failing (and the loop)."""
+    log, client = run([[Msg(TOPICS.clean, 0, 3, b"junk", timestamp_ms=10**15)]])
+    rejected = client.rows[REJECTED.name]
+    assert [r["event_id"] for r in rejected] == [f"{TOPICS.clean}/0/3"]
+    assert rejected[0]["received_at"].year >= 2026
+    assert ("commit", [(TOPICS.clean, 0, 4)]) in log
 
 
 def test_revoked_partitions_buffered_rows_are_dropped_not_committed() -> None:
