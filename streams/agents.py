@@ -34,10 +34,10 @@ from faust import App, EventT, StreamT, TopicT
 from prometheus_client import Counter as PromCounter
 
 from eventpipe import dialects
-from eventpipe.codec import CLEAN_EVENT, REJECTED_EVENT
+from eventpipe.codec import CLEAN_EVENT
 from eventpipe.errors import InvalidEvent
 from eventpipe.event import clean_record, to_ms
-from streams.codec import Undecodable, rejected_undecodable
+from streams.codec import Undecodable
 from streams.dedupe import Decision, decide, table_key
 from streams.identity import identity_key
 from streams.outbox import Outbox, batches
@@ -138,7 +138,6 @@ class Deduper:
 
     outbox: Outbox
     forward_to: str
-    rejected_to: str
     table: MutableMapping[bytes, int]
     window_ms: int
 
@@ -149,14 +148,6 @@ class Deduper:
                     PROCESSED.labels(outcome).inc(n)
 
         app.agent(source, name="normalize_dedupe")(normalize_dedupe)
-
-    def _reject(self, record: dict[str, Any]) -> None:
-        key = record["event_id"].encode()
-        err = self.outbox.add(self.rejected_to, REJECTED_EVENT, key, record)
-        if err is not None:  # cannot happen for a well-formed rejection; keep the reason at least
-            log.error("rejection cannot be encoded", event_id=record["event_id"], error=err)
-            bare = {**record, "field": None, "payload": b"", "reason": f"{record['reason']}; {err}"}
-            self.outbox.add(self.rejected_to, REJECTED_EVENT, key, bare)
 
     async def handle(self, events: Sequence[EventT[Any]]) -> Counter[str]:
         """Process one batch of raw events; return once every output is acknowledged by Kafka.
@@ -171,12 +162,7 @@ class Deduper:
         for event in events:
             value: Any = event.value
             if isinstance(value, Undecodable):
-                msg = event.message
-                self._reject(
-                    rejected_undecodable(
-                        value, msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000)
-                    )
-                )
+                self.outbox.reject_undecodable(event, value)
                 counts["rejected"] += 1
                 continue
             out = _safe_process(value, seen, self.window_ms)
@@ -189,10 +175,10 @@ class Deduper:
                     continue
                 out = Reject(rejected(value, "normalize", err))
             if isinstance(out, Reject):
-                self._reject(out.record)
+                self.outbox.reject(out.record)
                 counts["rejected"] += 1
                 continue
-            self._reject(out.notice)
+            self.outbox.reject(out.notice)
             DEDUPE_DROPPED.labels(out.product).inc()
             counts["duplicate"] += 1
         await self.outbox.flush()

@@ -88,10 +88,10 @@ def create_app(settings: Settings, publisher: Publisher) -> faust.App:
     The agents publish their outputs through ``publisher`` (``streams.outbox``), not Faust's
     producer; Faust's own producer writes only the tables' changelogs.
     """
-    register_codecs()
+    codec = AvroCodec(settings.schema_registry_url)  # refuses a registry, like the edge's
+    register_codecs(codec)
     app = App(app_id(settings), **faust_config(settings))
     names = TopicNames.from_settings(settings)
-    codec = AvroCodec()
 
     def topic(name: str, record: str) -> Any:
         return app.topic(name, key_serializer="raw", value_serializer=CODEC_NAMES[record])
@@ -108,9 +108,8 @@ def create_app(settings: Settings, publisher: Publisher) -> faust.App:
         use_partitioner=True,
     )
     Deduper(
-        outbox=Outbox(publisher, codec),
+        outbox=Outbox(publisher, codec, names.rejected),
         forward_to=names.deduped,
-        rejected_to=names.rejected,
         table=table,
         window_ms=settings.dedupe_window_seconds * 1000,
     ).attach(app, topic(names.raw, RAW_EVENT))
@@ -122,10 +121,9 @@ def create_app(settings: Settings, publisher: Publisher) -> faust.App:
         use_partitioner=True,
     )
     IdentityLinker(
-        outbox=Outbox(publisher, codec),  # one per agent: an outbox holds one batch
+        outbox=Outbox(publisher, codec, names.rejected),  # one per agent: it holds one batch
         forward_to=names.clean,
         identities_to=names.identities,
-        rejected_to=names.rejected,
         table=links,
     ).attach(app, topic(names.deduped, CLEAN_EVENT))
     return app

@@ -25,8 +25,8 @@ import structlog
 from faust import App, EventT, StreamT, TopicT
 from prometheus_client import Counter as PromCounter
 
-from eventpipe.codec import CLEAN_EVENT, IDENTITY_LINK, REJECTED_EVENT
-from streams.codec import Undecodable, rejected_undecodable
+from eventpipe.codec import CLEAN_EVENT, IDENTITY_LINK
+from streams.codec import Undecodable
 from streams.outbox import Outbox, batches
 
 log = structlog.get_logger(__name__)
@@ -123,7 +123,6 @@ class IdentityLinker:
     outbox: Outbox
     forward_to: str
     identities_to: str
-    rejected_to: str
     table: MutableMapping[bytes, str]
 
     def attach(self, app: App, source: TopicT) -> None:
@@ -142,21 +141,21 @@ class IdentityLinker:
         links: dict[bytes, str] = {}
         for event in events:
             value: Any = event.value
-            if isinstance(value, Undecodable):  # not written by our agents: keep it, never crash
-                msg = event.message
-                rejection = rejected_undecodable(
-                    value, msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000)
-                )
-                self.outbox.add(
-                    self.rejected_to, REJECTED_EVENT, rejection["event_id"].encode(), rejection
-                )
+            if isinstance(value, Undecodable):  # not written by our agents: keep it
+                self.outbox.reject_undecodable(event, value)
                 continue
             record: dict[str, Any] = dict(value)
             key = event.key if isinstance(event.key, bytes) else identity_key(record)
-            known = links.get(key) or self.table.get(key)
-            out = resolve(record, known)
+            try:
+                out = resolve(record, links.get(key) or self.table.get(key))
+            except Exception as exc:  # one bad record must not stop the partition
+                self.outbox.reject(_rejection(record, f"internal error: {exc!r}"))
+                continue
             if out.link is not None:
-                self.outbox.add(self.identities_to, IDENTITY_LINK, key, out.link)
+                err = self.outbox.add(self.identities_to, IDENTITY_LINK, key, out.link)
+                if err is not None:
+                    self.outbox.reject(_rejection(record, err))
+                    continue
                 LINKS.labels(out.link["status"]).inc()
                 if out.link["status"] == "conflict":
                     log.info(
@@ -166,10 +165,27 @@ class IdentityLinker:
                     )
             record["person_id"] = out.person_id
             err = self.outbox.add(self.forward_to, CLEAN_EVENT, record["event_id"].encode(), record)
-            if err is not None:  # decoded from a CleanEvent: only a bug in resolve() gets here
-                log.error("clean event cannot be encoded", event_id=record["event_id"], error=err)
+            if err is not None:
+                self.outbox.reject(_rejection(record, err))
+                continue
             if out.store is not None:
                 links[key] = out.store
         await self.outbox.flush()
         for key, user in links.items():
             self.table[key] = user
+
+
+def _rejection(record: Mapping[str, Any], reason: str) -> dict[str, Any]:
+    """The ``RejectedEvent`` for a clean record this agent cannot handle (its raw payload stays
+    in ``events.raw``, so none is attached)."""
+    return {
+        "event_id": record["event_id"],
+        "product": record["product"],
+        "source": record["source"],
+        "dialect": record["dialect"],
+        "stage": "identity",
+        "field": None,
+        "reason": reason,
+        "received_at": record["received_at"],
+        "payload": b"",
+    }

@@ -23,8 +23,9 @@ from typing import Any, cast
 import structlog
 from faust import EventT, Stream, StreamT
 
-from eventpipe.codec import AvroCodec, CodecError
+from eventpipe.codec import REJECTED_EVENT, AvroCodec
 from eventpipe.publisher import Publisher
+from streams.codec import Undecodable, rejected_undecodable
 
 log = structlog.get_logger(__name__)
 
@@ -44,34 +45,53 @@ def batches(stream: StreamT[Any]) -> AsyncIterator[Sequence[EventT[Any]]]:
 class Outbox:
     """Encoded (key, value) pairs by topic, for one batch; reusable after :meth:`flush`."""
 
-    def __init__(self, publisher: Publisher, codec: AvroCodec) -> None:
+    def __init__(self, publisher: Publisher, codec: AvroCodec, rejected_to: str) -> None:
         self._publisher = publisher
         self._codec = codec
+        self._rejected_to = rejected_to
         self._items: defaultdict[str, list[tuple[bytes, bytes]]] = defaultdict(list)
 
     def add(self, topic: str, record_name: str, key: bytes, record: dict[str, Any]) -> str | None:
         """Queue ``record``; return why it cannot be encoded (nothing queued), else None."""
         try:
             value = self._codec.encode(record_name, record)
-        except (CodecError, ValueError, TypeError) as exc:
+        except Exception as exc:  # fastavro raises several types (OverflowError for a huge long)
             return f"cannot encode a {record_name}: {exc}"
         self._items[topic].append((key, value))
         return None
 
-    def __len__(self) -> int:
-        return sum(len(items) for items in self._items.values())
+    def reject(self, record: dict[str, Any]) -> None:
+        """Queue a ``RejectedEvent`` for the rejected topic. One that cannot be encoded (not
+        expected of a well-formed rejection) still goes out, with the reason and no payload."""
+        key = record["event_id"].encode()
+        err = self.add(self._rejected_to, REJECTED_EVENT, key, record)
+        if err is not None:
+            log.error("rejection cannot be encoded", event_id=record["event_id"], error=err)
+            bare = {**record, "field": None, "payload": b"", "reason": f"{record['reason']}; {err}"}
+            self.add(self._rejected_to, REJECTED_EVENT, key, bare)
+
+    def reject_undecodable(self, event: EventT[Any], value: Undecodable) -> None:
+        """Queue the rejection of a source record that did not decode (its ``value``)."""
+        msg = event.message
+        ts_ms = int(msg.timestamp * 1000)
+        self.reject(rejected_undecodable(value, msg.topic, msg.partition, msg.offset, ts_ms))
 
     async def flush(self) -> None:
-        """Publish everything queued and return once Kafka acknowledged all of it."""
-        pending = {topic: items for topic, items in self._items.items() if items}
-        self._items = defaultdict(list)
+        """Publish everything queued and return once Kafka acknowledged all of it.
+
+        What is not acknowledged yet stays queued, so if this raises or is cancelled (the agent
+        restarts; Faust acks the batch anyway), the next flush sends it rather than losing it.
+        """
         delay = RETRY_FIRST_S
-        while pending:
+        while True:
+            pending = {topic: items for topic, items in self._items.items() if items}
+            if not pending:
+                return
             topics = list(pending)
             results = await asyncio.gather(
                 *(self._publisher.publish(topic, pending[topic]) for topic in topics)
             )
-            failed: dict[str, list[tuple[bytes, bytes]]] = {}
+            failed: defaultdict[str, list[tuple[bytes, bytes]]] = defaultdict(list)
             for topic, outcome in zip(topics, results, strict=True):
                 retry = [item for item, err in zip(pending[topic], outcome, strict=True) if err]
                 if retry:
@@ -84,7 +104,7 @@ class Outbox:
                         error=first_error,
                         retry_in_s=delay,
                     )
-            pending = failed
-            if pending:
+            self._items = failed
+            if self._items:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)

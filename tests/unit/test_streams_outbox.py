@@ -1,0 +1,95 @@
+"""streams.outbox: a batch's outputs are acknowledged before flush() returns, and never lost."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+import streams.outbox as outbox_module
+from eventpipe.codec import REJECTED_EVENT, AvroCodec
+from streams.outbox import Outbox
+
+CODEC = AvroCodec()
+
+
+@pytest.fixture(autouse=True)
+def fast_retry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(outbox_module, "RETRY_FIRST_S", 0.001)
+
+
+class ScriptedPublisher:
+    """Fails the first ``failures`` items it is handed; records what it acknowledged."""
+
+    def __init__(self, failures: int = 0, hang: bool = False) -> None:
+        self.failures, self.hang = failures, hang
+        self.acked: list[tuple[str, bytes]] = []
+
+    async def publish(self, topic: str, items: Sequence[tuple[bytes, bytes]]) -> list[str | None]:
+        if self.hang:
+            await asyncio.sleep(3600)
+        out: list[str | None] = []
+        for key, _value in items:
+            if self.failures:
+                self.failures -= 1
+                out.append("timed out")
+            else:
+                self.acked.append((topic, key))
+                out.append(None)
+        return out
+
+    def close(self) -> None: ...
+
+
+def rejection(event_id: str, **over: Any) -> dict[str, Any]:
+    rec = {
+        "event_id": event_id,
+        "product": "p",
+        "source": "api",
+        "dialect": "v2",
+        "stage": "normalize",
+        "field": None,
+        "reason": "bad",
+        "received_at": 1_767_323_045_000,
+        "payload": b"{}",
+    }
+    return rec | over
+
+
+def test_flush_retries_what_failed_and_returns_once_all_is_acknowledged() -> None:
+    publisher = ScriptedPublisher(failures=2)
+    box = Outbox(publisher, CODEC, "rejected")
+    for i in range(3):
+        box.reject(rejection(f"e{i}"))
+    asyncio.run(box.flush())
+    assert sorted(publisher.acked) == [
+        ("rejected", b"e0"),
+        ("rejected", b"e1"),
+        ("rejected", b"e2"),
+    ]
+    assert publisher.failures == 0
+
+
+def test_a_flush_cut_short_keeps_its_outputs_for_the_next() -> None:
+    box = Outbox(ScriptedPublisher(hang=True), CODEC, "rejected")
+    box.reject(rejection("e1"))
+
+    async def cut() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(box.flush(), 0.05)
+
+    asyncio.run(cut())
+    box._publisher = publisher = ScriptedPublisher()
+    asyncio.run(box.flush())
+    assert publisher.acked == [("rejected", b"e1")]
+
+
+def test_a_rejection_that_cannot_be_encoded_still_goes_out_without_its_payload() -> None:
+    publisher = ScriptedPublisher()
+    box = Outbox(publisher, CODEC, "rejected")
+    box.reject(rejection("e1", field=123))  # not a string: the schema refuses it
+    assert box.add("rejected", REJECTED_EVENT, b"x", rejection("x", received_at=2**63)) is not None
+    asyncio.run(box.flush())
+    assert publisher.acked == [("rejected", b"e1")]
