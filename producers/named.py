@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from eventpipe.dialects import named
+from eventpipe.dialects.common import split_events
 from producers import v1
 from producers.ingest import Ingest, body_external_id, json_response
 
@@ -25,7 +26,7 @@ async def single(ingest: Ingest, request: Request) -> Response:
 
 async def batch(ingest: Ingest, request: Request, max_events: int) -> Response:
     principal, body, received = await ingest.admit(request)
-    payloads = [bytes(raw) for raw in named.split_batch(body)]
+    payloads = split_events(body)
     out = await ingest.many(
         principal, DIALECT, named.parse, payloads, received, body_external_id, max_events
     )

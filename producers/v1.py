@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from eventpipe.dialects import v1
+from eventpipe.dialects.common import split_events
 from eventpipe.event import ParsedEvent
 from producers.ingest import BatchOutcome, ExternalId, Ingest, json_response
 
@@ -37,7 +38,7 @@ async def single(ingest: Ingest, request: Request) -> Response:
 async def batch(ingest: Ingest, request: Request, max_events: int) -> Response:
     principal, body, received = await ingest.admit(request)
     external_id = _from_header(request)
-    payloads = [bytes(raw) for raw in v1.split_batch(body)]
+    payloads = split_events(body)
     out = await ingest.many(
         principal, DIALECT, v1.parse, payloads, received, external_id, max_events
     )

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from eventpipe.dialects import v2
-from eventpipe.dialects.common import iso_ms
+from eventpipe.dialects.common import iso_ms, split_events
 from eventpipe.event import ParsedEvent
 from eventpipe.naming import SUNSET
 from producers.auth import Principal
@@ -46,7 +46,7 @@ async def single(ingest: Ingest, request: Request) -> Response:
 
 async def batch(ingest: Ingest, request: Request, max_events: int) -> Response:
     principal, body, received = await ingest.admit(request)
-    payloads = [bytes(raw) for raw in v2.split_batch(body)]
+    payloads = split_events(body)
     out = await ingest.many(
         principal, DIALECT, v2.parse, payloads, received, body_external_id, max_events
     )

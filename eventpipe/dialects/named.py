@@ -21,7 +21,6 @@ from eventpipe.dialects.common import (
     clip,
     decode_event,
     event_name,
-    split_events,
 )
 from eventpipe.errors import InvalidEvent
 from eventpipe.event import ParsedEvent
@@ -64,7 +63,3 @@ def _id(value: Any, field: str) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int | None):
         raise InvalidEvent("must be a string or an integer", field=field)
     return check_id(None if value is None else str(value), field)
-
-
-def split_batch(body: bytes) -> list[bytes]:
-    return split_events(body)

@@ -17,7 +17,6 @@ from eventpipe.dialects.common import (
     check_id,
     decode_event,
     event_name,
-    split_events,
     to_ms,
     traits_property,
 )
@@ -48,10 +47,6 @@ def parse(payload: bytes, received_at_ms: int) -> ParsedEvent:
         properties=ev.properties or {},
         traits=traits_property(ev.properties or {}, "properties"),
     )
-
-
-def split_batch(body: bytes) -> list[bytes]:
-    return split_events(body)
 
 
 def idempotency_external_id(key: str | None, index: int | None) -> str | None:

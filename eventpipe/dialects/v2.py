@@ -21,7 +21,6 @@ from eventpipe.dialects.common import (
     check_id,
     decode_event,
     event_name,
-    split_events,
     to_ms,
     traits_property,
 )
@@ -63,8 +62,3 @@ def parse(payload: bytes, received_at_ms: int) -> ParsedEvent:
         properties=properties,
         traits=traits_property(properties, field),
     )
-
-
-def split_batch(body: bytes) -> list[bytes]:
-    """The events of a batch body, each as the exact bytes the client sent."""
-    return split_events(body)
