@@ -77,13 +77,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         time.sleep(0.2)
                         continue
                     if r.status_code == 202:
-                        ids = [d["uuid"] for d in r.json()["data"]]
+                        answer = r.json()
+                        ids = [d["uuid"] for d in answer["data"]]
                         with lock:
                             stats["batches"] += 1
                             stats["accepted"] += len(ids)
                             out.write("\n".join(ids) + "\n")
-                        accepted = True
-                        break
+                        # Events Kafka did not acknowledge in time: the rest of the batch, with
+                        # an unknown outcome; sent again (same keys) when retrying.
+                        left = [body["events"][e["index"]] for e in answer["errors"]]
+                        if not left:
+                            accepted = True
+                            break
+                        body = {"events": left}
+                        if not args.retry:
+                            break
+                        time.sleep(min(float(r.headers.get("Retry-After", "1")), 1.0))
+                        continue
                     with lock:
                         stats["unavailable" if r.status_code == 503 else "errors"] += 1
                     if not args.retry or r.status_code != 503:

@@ -173,3 +173,4 @@ def test_transport_level_refusals(stack: Stack, ws: Workspace, ep: Endpoint) -> 
     assert r.status_code == 413 and r.json()["error"] == "payload_too_large", r.text
     ok = ws.post(ep.path, content=body, headers={"Content-Type": "application/json; charset=UTF-8"})
     assert ok.status_code == 202, ok.text
+    stack.prove_nothing_else_landed(ws, rows_before=1)

@@ -8,11 +8,13 @@ inserted twice by a retry, revoked partitions' rows dropped.
 
 from __future__ import annotations
 
+import io
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import fastavro
 import pytest
 from confluent_kafka import TopicPartition
 from prometheus_client import CollectorRegistry
@@ -113,6 +115,25 @@ class RecordingClient:
         )
 
 
+class AvroRecordingClient(RecordingClient):
+    """Also takes the sink's fast path (Avro container inserts); the plain client has no
+    ``raw_insert``, so with it every batch goes the row-by-row way."""
+
+    def __init__(self, log: list[Any], refuse_avro: bool = False) -> None:
+        super().__init__(log)
+        self.refuse_avro = refuse_avro
+
+    def raw_insert(
+        self, table: str, column_names: list[str], insert_block: bytes, fmt: str
+    ) -> None:
+        if self.refuse_avro:
+            self.log.append(("raw_insert refused", table))
+            raise ValueError("avro::Exception: EOF reached")
+        records = list(fastavro.reader(io.BytesIO(insert_block)))
+        self.log.append((f"raw_insert {fmt}", table, len(records)))
+        self.rows.setdefault(table, []).extend(records)  # type: ignore[arg-type]
+
+
 def clean_bytes(event_id: str) -> bytes:
     rec = {
         "event_id": event_id,
@@ -144,11 +165,15 @@ def rejected_bytes() -> bytes:
     return CODEC.encode(REJECTED_EVENT, rec)
 
 
-def run(script: list[Any], fail: dict[str, int] | None = None) -> tuple[list[Any], RecordingClient]:
+def run(
+    script: list[Any],
+    fail: dict[str, int] | None = None,
+    client_factory: Callable[[list[Any]], RecordingClient] | None = None,
+) -> tuple[list[Any], RecordingClient]:
     log: list[Any] = []
     stop = threading.Event()
     consumer = ScriptedConsumer(log, stop, script)
-    client = RecordingClient(log, fail)
+    client = client_factory(log) if client_factory else RecordingClient(log, fail)
     sink = Sink(
         SETTINGS,
         client,  # type: ignore[arg-type]
@@ -176,6 +201,33 @@ def test_commit_comes_after_insert_with_next_offsets() -> None:
     ]
     assert [r["event_id"] for r in client.rows[EVENTS.name]] == ["a", "b", "c"]
     assert client.rows[REJECTED.name][0]["reason"] == "empty name"
+
+
+def test_fast_path_one_avro_insert_then_commit() -> None:
+    batch = [
+        Msg(TOPICS.clean, 0, 10, clean_bytes("a")),
+        Msg(TOPICS.clean, 2, 5, clean_bytes("b")),
+        Msg(TOPICS.rejected, 1, 0, rejected_bytes()),
+    ]
+    log, client = run([batch], client_factory=AvroRecordingClient)
+    assert log[1:4] == [
+        ("raw_insert Avro", EVENTS.name, 2),
+        ("insert", REJECTED.name, 1),
+        ("commit", [(TOPICS.clean, 0, 11), (TOPICS.clean, 2, 6), (TOPICS.rejected, 1, 1)]),
+    ]
+    assert [r["event_id"] for r in client.rows[EVENTS.name]] == ["a", "b"]
+
+
+def test_a_refused_avro_insert_becomes_row_inserts_before_the_commit() -> None:
+    batch = [Msg(TOPICS.clean, 0, 10, clean_bytes("a")), Msg(TOPICS.clean, 0, 11, b"\xc3\x01")]
+    log, client = run([batch], client_factory=lambda log: AvroRecordingClient(log, True))
+    assert log[1:5] == [
+        ("raw_insert refused", EVENTS.name),
+        ("insert", EVENTS.name, 1),
+        ("insert", REJECTED.name, 1),
+        ("commit", [(TOPICS.clean, 0, 12)]),
+    ]
+    assert [r["event_id"] for r in client.rows[EVENTS.name]] == ["a"]
 
 
 def test_failed_insert_is_retried_without_commit_or_further_consumption() -> None:
