@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 
+from eventpipe import dialects
+from eventpipe.identity import identity_key
 from eventpipe.ids import event_id_for
 
 PRODUCT = "bench"
@@ -53,15 +55,18 @@ def raw_record(
 ) -> tuple[bytes, dict[str, Any]]:
     """(Kafka key, RawEvent record) as the edge's ``Ingest.stage`` builds them."""
     ext = f"ext-{i}" if external_id is None else external_id
-    event_id, key = event_id_for(PRODUCT, SOURCE, ext)
-    return key.encode(), {
+    event_id = event_id_for(PRODUCT, SOURCE, ext)
+    payload = payload if payload is not None else v2_payload(i, ext)
+    parsed = dialects.parse("v2", payload, received_at_ms)
+    key = identity_key(PRODUCT, parsed.anonymous_id, parsed.actor_id, event_id)
+    return key, {
         "event_id": event_id,
         "dialect": "v2",
         "product": PRODUCT,
         "source": SOURCE,
         "external_id": ext,
         "received_at": received_at_ms,
-        "payload": payload if payload is not None else v2_payload(i, ext),
+        "payload": payload,
     }
 
 
@@ -70,6 +75,6 @@ def clean_record(i: int, received_at_ms: int) -> dict[str, Any]:
     from streams.agents import Forward, process  # imports Faust: only where needed
 
     _, raw = raw_record(i, received_at_ms)
-    out = process(raw, {}, 86_400_000)
+    out = process(raw, {}.get, 86_400_000)
     assert isinstance(out, Forward), out
     return out.record

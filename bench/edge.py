@@ -149,7 +149,7 @@ def produce_ceiling(bootstrap: str, topic: str, events: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     received = int(time.time() * 1000)
     for i in range(events):
-        event_id, key = event_id_for(PRODUCT, SOURCE, None)
+        event_id = event_id_for(PRODUCT, SOURCE, None)
         value = codec.encode_raw(  # the edge's own encoder, so the ceiling is as fast
             {
                 "event_id": event_id,
@@ -163,7 +163,7 @@ def produce_ceiling(bootstrap: str, topic: str, events: int) -> dict[str, Any]:
         )
         while True:
             try:
-                producer.produce(topic, value, key.encode(), on_delivery=on_delivery)
+                producer.produce(topic, value, event_id.encode(), on_delivery=on_delivery)
                 break
             except BufferError:
                 producer.poll(0.005)

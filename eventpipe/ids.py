@@ -65,10 +65,8 @@ def random_event_id() -> str:
     return PREFIX + _random.take(24).translate(_TO_ALPHABET).decode("ascii")
 
 
-def event_id_for(product: str, source: str, external_id: str | None) -> tuple[str, str]:
-    """Return (event id, Kafka key): the key is the dedupe key when there is one, else the id."""
+def event_id_for(product: str, source: str, external_id: str | None) -> str:
+    """The id of an event: derived from its dedupe key when it has an external id, else random."""
     if external_id is None:
-        eid = random_event_id()
-        return eid, eid
-    key = dedupe_key(product, source, external_id)
-    return derived_event_id(key), key
+        return random_event_id()
+    return derived_event_id(dedupe_key(product, source, external_id))

@@ -2,9 +2,14 @@
 
 Shared by the edge and the worker's agents. The edge answers 2xx only after the delivery report
 (acks=all, idempotent producer); the agents let Faust ack a batch of source records only after
-what they produced from it was acknowledged. A batch waits on one future that the producer's
-poll thread resolves when the last report arrives, so the event loop is woken once per batch,
-not once per event.
+what they produced from it was acknowledged. A batch waits on one future that is resolved when
+its last report arrives.
+
+Delivery reports are served on the event loop's own thread (a task polls while anything is
+outstanding), not by a poll thread. confluent-kafka takes the GIL once per delivery report: a
+poll thread waited up to the interpreter's switch interval (5 ms) for it each time the event
+loop was busy, so a batch of 700 outputs took ~125 ms to be reported in the worker against
+~5 ms on an idle loop, and the agent sat waiting for it.
 
 A producer whose idempotence state is dead (a fatal error, or a fenced producer id) is replaced
 by a new one on the next publish; what it still held fails and is answered 503. On the embedded
@@ -37,6 +42,11 @@ REPLACE_ON = frozenset(
 """Errors after which this producer's idempotence state is dead: every later send fails too."""
 
 
+POLL_INTERVAL_S = 0.001
+"""How often delivery reports are served while some are outstanding: a bound on the latency it
+adds to an acknowledgement, at about one short loop callback per millisecond."""
+
+
 def _needs_new_producer(err: KafkaError) -> bool:
     return bool(err.fatal()) or err.code() in REPLACE_ON
 
@@ -56,9 +66,7 @@ class KafkaPublisher:
         self._retiring: list[Producer] = []
         self._fatal = threading.Event()
         self._swap = threading.Lock()
-        self._running = True
-        self._thread = threading.Thread(target=self._poll, name="kafka-delivery", daemon=True)
-        self._thread.start()
+        self._poller: asyncio.Task[None] | None = None
 
     def _on_error(self, err: KafkaError) -> None:
         if _needs_new_producer(err):
@@ -77,13 +85,22 @@ class KafkaPublisher:
                     self._fatal.clear()
         return self._producer
 
-    def _poll(self) -> None:
-        while self._running:
-            self._producer.poll(0.05)
+    def _ensure_poller(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._poller is None or self._poller.done() or self._poller.get_loop() is not loop:
+            self._poller = loop.create_task(self._poll())
+
+    async def _poll(self) -> None:
+        """Serve delivery reports until nothing is outstanding (``publish`` restarts it)."""
+        while True:
+            self._producer.poll(0)
             for old in list(self._retiring):
                 old.poll(0)  # serves the failed reports of what it still held
                 if len(old) == 0:
                     self._retiring.remove(old)
+            if len(self._producer) == 0 and not self._retiring:
+                return
+            await asyncio.sleep(POLL_INTERVAL_S)
 
     async def publish(self, topic: str, items: Sequence[tuple[bytes, bytes]]) -> list[str | None]:
         loop = asyncio.get_running_loop()
@@ -104,7 +121,7 @@ class KafkaPublisher:
             with lock:
                 pending[0] -= 1
                 last = pending[0] == 0
-            if last:
+            if last and not loop.is_closed():  # close() may serve reports after the loop
                 loop.call_soon_threadsafe(finish)
 
         def on_delivery(i: int, err: KafkaError | None, _msg: Message) -> None:
@@ -121,12 +138,11 @@ class KafkaPublisher:
                 results[i] = f"not enqueued: {exc}"
                 report(i, None)
         if items:
+            self._ensure_poller()
             await done
         return results
 
     def close(self, timeout_s: float = 10.0) -> None:
         remaining = self._producer.flush(timeout_s)
-        self._running = False
-        self._thread.join(timeout=1.0)
         if remaining:
             log.error("producer closed with undelivered messages", count=remaining)

@@ -1,8 +1,9 @@
 """Every Kafka topic the pipeline uses, named once.
 
-Keys: ``events.raw`` is keyed by the dedupe key (so one key always meets one table partition),
-``events.deduped`` by the identity key, ``events.clean`` by event id. The edge produces with the
-murmur2 partitioner so its keys land where Faust (aiokafka) and Java clients expect them.
+Keys: ``events.raw`` is keyed by the identity key (``eventpipe.identity.identity_key``: one
+anonymous id always meets one partition, and so one worker), ``events.clean`` by event id. The
+edge produces with the murmur2 partitioner so its keys land where Faust (aiokafka) and Java
+clients expect them.
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ from dataclasses import dataclass
 from eventpipe.settings import Settings
 
 RAW = "events.raw"
-DEDUPED = "events.deduped"
 CLEAN = "events.clean"
 IDENTITIES = "identities"
 REJECTED = "events.rejected"
 
-ALL = (RAW, DEDUPED, CLEAN, IDENTITIES, REJECTED)
+ALL = (RAW, CLEAN, IDENTITIES, REJECTED)
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,6 @@ class TopicNames:
     """Topic names with the configured prefix applied; build one from settings and pass it on."""
 
     raw: str
-    deduped: str
     clean: str
     identities: str
     rejected: str
@@ -35,11 +34,10 @@ class TopicNames:
         p = settings.topic_prefix
         return cls(
             raw=p + RAW,
-            deduped=p + DEDUPED,
             clean=p + CLEAN,
             identities=p + IDENTITIES,
             rejected=p + REJECTED,
         )
 
     def all(self) -> tuple[str, ...]:
-        return (self.raw, self.deduped, self.clean, self.identities, self.rejected)
+        return (self.raw, self.clean, self.identities, self.rejected)

@@ -21,6 +21,7 @@ from eventpipe.codec import AvroCodec
 from eventpipe.dialects import Parser
 from eventpipe.errors import EventpipeError, InvalidEvent, PayloadTooLarge, Unavailable
 from eventpipe.event import ParsedEvent
+from eventpipe.identity import identity_key
 from eventpipe.ids import event_id_for
 from eventpipe.publisher import Publisher
 from producers.auth import KeyStore, Principal, RateLimiter
@@ -98,22 +99,26 @@ class Ingest:
         principal: Principal,
         dialect: str,
         payload: bytes,
+        parsed: ParsedEvent,
         external_id: str | None,
         received_at_ms: int,
     ) -> Staged:
-        event_id, key = event_id_for(principal.product, principal.source, external_id)
+        """Encode the raw record, keyed by its identity key (``eventpipe.identity``)."""
+        product = principal.product
+        event_id = event_id_for(product, principal.source, external_id)
+        key = identity_key(product, parsed.anonymous_id, parsed.actor_id, event_id)
         value = self.codec.encode_raw(
             {
                 "event_id": event_id,
                 "dialect": dialect,
-                "product": principal.product,
+                "product": product,
                 "source": principal.source,
                 "external_id": external_id,
                 "received_at": received_at_ms,
                 "payload": payload,
             },
         )
-        return Staged(event_id, key.encode("utf-8"), value)
+        return Staged(event_id, key, value)
 
     async def publish(self, dialect: str, staged: list[Staged]) -> list[str | None]:
         """Publish and wait for every acknowledgement; per event, None or the failure."""
@@ -146,7 +151,9 @@ class Ingest:
     ) -> Accepted:
         """Parse, publish and await the ack of a single event (raises on any failure)."""
         parsed = parser(body, received_at_ms)
-        staged = self.stage(principal, dialect, body, external_id(None, parsed), received_at_ms)
+        staged = self.stage(
+            principal, dialect, body, parsed, external_id(None, parsed), received_at_ms
+        )
         if (await self.publish(dialect, [staged]))[0] is not None:
             raise self.unavailable()
         EVENTS.labels(dialect, "accepted").inc()
@@ -192,7 +199,9 @@ class Ingest:
                 continue
             if ext is not None:
                 first_of[ext] = len(staged)
-            staged.append((i, parsed, self.stage(principal, dialect, payload, ext, received_at_ms)))
+            staged.append(
+                (i, parsed, self.stage(principal, dialect, payload, parsed, ext, received_at_ms))
+            )
         EVENTS.labels(dialect, "invalid").inc(len(out.errors))
         results = await self.publish(dialect, [s for _, _, s in staged]) if staged else []
         staged += [(i, parsed, staged[first][2]) for i, parsed, first in copies]

@@ -1,4 +1,5 @@
-"""The normalize + dedupe agent: ``events.raw`` in; ``events.clean`` or ``events.rejected`` out.
+"""The worker's one agent: ``events.raw`` in; ``events.clean``, ``identities`` and
+``events.rejected`` out.
 
 Per raw record, in this order:
 
@@ -6,11 +7,25 @@ Per raw record, in this order:
    anything that fails (bad bytes, an invalid event, an unexpected error) becomes a
    ``RejectedEvent``: the agent never crashes on a record and never drops one silently;
 2. if it carries an external id, ask the dedupe table (``streams.dedupe.decide``); a duplicate
-   is counted and dropped;
-3. send the ``CleanEvent`` on to identity linking (``events.deduped``, keyed by identity key),
-   and only once Kafka acknowledged it record the key in the table, so a marker never exists
-   for a record that was not stored. A duplicate is reported on ``events.rejected`` (stage
-   ``dedupe``) instead.
+   is reported on ``events.rejected`` (stage ``dedupe``) and goes no further;
+3. link identities (``eventpipe.identity.resolve``) against the identity table, publish a link
+   (or a conflict) to ``identities``, and the ``CleanEvent`` with its ``person_id`` to
+   ``events.clean``;
+4. only once Kafka acknowledged every output, record the batch's first-seen keys and new links
+   in the tables, so neither holds an entry for a record that was not stored.
+
+One pass, not two agents with a topic between them: the edge keys ``events.raw`` by identity key
+(``eventpipe.identity.identity_key``), so a record's partition is already the one identity
+linking needs, and each event is read, decoded, encoded and produced once. With two agents
+(normalize + dedupe, then linking over an ``events.deduped`` topic) every event crossed Faust's
+consumer twice, which capped the worker at about half of a bare Faust agent's rate.
+
+Tables and partitions: the identity table's key is the raw record's Kafka key (the same bytes),
+written with ``use_partitioner``, so murmur2 puts its changelog entry in the record's partition.
+The dedupe table's key is (product, source, external_id), which is not the Kafka key, so its
+entries are written to the source record's partition explicitly (``SourcePartitionTable``): the
+worker that owns a raw partition recovers the dedupe keys of the records it read there. A
+retry carries the same payload, hence the same identity key and partition, and meets its key.
 
 Records are handled in batches (``take_events``) and their outputs published together through
 ``streams.outbox`` (why: per-record Faust sends were the worker's main cost). Offsets: Faust
@@ -18,28 +33,26 @@ acks a batch when the agent asks for the next one, which is after the outbox was
 and flushes its own producer (the changelog writes) before committing. At-least-once: a record
 read again after a crash is forwarded again (``Decision.REDELIVERY``); ClickHouse keeps one row
 per event id.
-
-Next stage: ``streams.identity`` reads ``events.deduped`` and produces ``events.clean``.
 """
 
 from __future__ import annotations
 
-from collections import ChainMap, Counter
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from faust import App, EventT, StreamT, TopicT
 from prometheus_client import Counter as PromCounter
 
 from eventpipe import dialects
-from eventpipe.codec import CLEAN_EVENT
+from eventpipe.codec import CLEAN_EVENT, IDENTITY_LINK
 from eventpipe.errors import InvalidEvent
 from eventpipe.event import clean_record, to_ms
+from eventpipe.identity import identity_key, resolve
 from streams.codec import Undecodable
 from streams.dedupe import Decision, decide, table_key
-from streams.identity import identity_key
 from streams.outbox import Outbox, batches
 
 log = structlog.get_logger(__name__)
@@ -50,12 +63,21 @@ DEDUPE_DROPPED = PromCounter(
 PROCESSED = PromCounter(
     "eventpipe_worker_events_total", "Raw events handled by the worker, by outcome", ["outcome"]
 )
+LINKS = PromCounter("eventpipe_identity_links_total", "Identity links by status", ["status"])
+
+
+class MarkTable(Protocol):
+    """The dedupe table as the agent uses it (``streams.app.SourcePartitionTable``)."""
+
+    def get(self, key: bytes) -> int | None: ...
+
+    def set_in(self, partition: int, key: bytes, value: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Forward:
-    key: bytes
     record: dict[str, Any]
+    """The clean record, its ``person_id`` still the actor (identity linking sets it)."""
     mark: tuple[bytes, int] | None
     """The table entry to store once the record is sent (``None``: nothing to store)."""
 
@@ -95,8 +117,9 @@ def rejected(
     }
 
 
-def process(raw: Mapping[str, Any], seen: Mapping[bytes, int], window_ms: int) -> Outcome:
-    """Decide what one decoded raw record becomes; reads ``seen`` but never writes it."""
+def process(raw: Mapping[str, Any], seen: Callable[[bytes], int | None], window_ms: int) -> Outcome:
+    """Decide what one decoded raw record becomes, given the first ``received_at`` stored for
+    a dedupe key (``seen``)."""
     received_ms = to_ms(raw["received_at"])
     try:
         parsed = dialects.parse(raw["dialect"], raw["payload"], received_ms)
@@ -106,7 +129,7 @@ def process(raw: Mapping[str, Any], seen: Mapping[bytes, int], window_ms: int) -
     external_id = raw["external_id"]
     if external_id is not None:
         key = table_key(raw["product"], raw["source"], external_id)
-        decision = decide(seen.get(key), received_ms, window_ms)
+        decision = decide(seen(key), received_ms, window_ms)
         if decision is Decision.DUPLICATE:
             notice = rejected(
                 raw, "dedupe", "duplicate of an event accepted earlier", "external_id"
@@ -114,11 +137,12 @@ def process(raw: Mapping[str, Any], seen: Mapping[bytes, int], window_ms: int) -
             return Drop(raw["product"], key, notice)
         if decision is Decision.FIRST:
             mark = (key, received_ms)
-    record = clean_record(raw, parsed, person_id=parsed.actor_id)
-    return Forward(identity_key(record), record, mark)
+    return Forward(clean_record(raw, parsed, person_id=parsed.actor_id), mark)
 
 
-def _safe_process(raw: Mapping[str, Any], seen: Mapping[bytes, int], window_ms: int) -> Outcome:
+def _safe_process(
+    raw: Mapping[str, Any], seen: Callable[[bytes], int | None], window_ms: int
+) -> Outcome:
     try:
         return process(raw, seen, window_ms)
     except Exception as exc:  # one bad record must not stop the partition
@@ -127,37 +151,39 @@ def _safe_process(raw: Mapping[str, Any], seen: Mapping[bytes, int], window_ms: 
 
 
 @dataclass(frozen=True)
-class Deduper:
-    """The normalize + dedupe agent: its outputs, its table and the dedupe window.
-
-    The table must be built with ``use_partitioner=True``: Faust refuses table writes inside
-    ``take_events`` otherwise. A key's changelog partition is then murmur2(key), which is its
-    raw partition too, because the table key is the raw record's Kafka key (the same bytes) and
-    the edge produces with the murmur2 partitioner (``eventpipe.kafka.producer_config``).
-    """
+class EventAgent:
+    """The agent's outputs, its two tables and the dedupe window."""
 
     outbox: Outbox
-    forward_to: str
-    table: MutableMapping[bytes, int]
+    clean_to: str
+    identities_to: str
+    seen: MarkTable
+    links: MutableMapping[bytes, str]
+    """Built with ``use_partitioner=True``: Faust refuses table writes inside ``take_events``
+    otherwise, and its key is the source record's Kafka key (see the module docstring)."""
     window_ms: int
 
     def attach(self, app: App, source: TopicT) -> None:
-        async def normalize_dedupe(stream: StreamT[Any]) -> None:
+        async def clean_events(stream: StreamT[Any]) -> None:
             async for events in batches(stream):
                 for outcome, n in (await self.handle(events)).items():
                     PROCESSED.labels(outcome).inc(n)
 
-        app.agent(source, name="normalize_dedupe")(normalize_dedupe)
+        app.agent(source, name="clean_events")(clean_events)
 
     async def handle(self, events: Sequence[EventT[Any]]) -> Counter[str]:
         """Process one batch of raw events; return once every output is acknowledged by Kafka.
 
-        The table learns the batch's first-seen keys only after the sends, so a marker never
-        exists for a record that was not stored; meanwhile ``marks`` lets a second copy later in
-        the same batch see the first one.
+        ``marks`` and ``links`` hold what the batch will write to the tables, so a later record
+        of the same batch sees an earlier one's key or link before the tables do.
         """
         marks: dict[bytes, int] = {}
-        seen = ChainMap[bytes, int](marks, self.table)
+        mark_partition: dict[bytes, int] = {}
+        links: dict[bytes, str] = {}
+
+        def seen(key: bytes) -> int | None:
+            return marks[key] if key in marks else self.seen.get(key)
+
         counts: Counter[str] = Counter()
         for event in events:
             value: Any = event.value
@@ -166,22 +192,57 @@ class Deduper:
                 counts["rejected"] += 1
                 continue
             out = _safe_process(value, seen, self.window_ms)
+            if isinstance(out, Drop):
+                self.outbox.reject(out.notice)
+                DEDUPE_DROPPED.labels(out.product).inc()
+                counts["duplicate"] += 1
+                continue
             if isinstance(out, Forward):
-                err = self.outbox.add(self.forward_to, CLEAN_EVENT, out.key, out.record)
+                err = self._link_and_add(out.record, links)
                 if err is None:
                     if out.mark is not None:
                         marks[out.mark[0]] = out.mark[1]
+                        mark_partition[out.mark[0]] = event.message.partition
                     counts["forwarded"] += 1
                     continue
-                out = Reject(rejected(value, "normalize", err))
-            if isinstance(out, Reject):
-                self.outbox.reject(out.record)
-                counts["rejected"] += 1
-                continue
-            self.outbox.reject(out.notice)
-            DEDUPE_DROPPED.labels(out.product).inc()
-            counts["duplicate"] += 1
+                out = Reject(rejected(value, "identity", err))
+            self.outbox.reject(out.record)
+            counts["rejected"] += 1
         await self.outbox.flush()
         for key, received_ms in marks.items():
-            self.table[key] = received_ms
+            self.seen.set_in(mark_partition[key], key, received_ms)
+        for key, user in links.items():
+            self.links[key] = user
         return counts
+
+    def _link_and_add(self, record: dict[str, Any], links: dict[bytes, str]) -> str | None:
+        """Queue the record's link (if any) and the record; return why not, else None.
+
+        A new link reaches ``links`` only when both were queued.
+        """
+        key = identity_key(
+            record["product"], record["anonymous_id"], record["person_id"], record["event_id"]
+        )
+        try:
+            out = resolve(record, links.get(key) or self.links.get(key))
+        except Exception as exc:  # one bad record must not stop the partition
+            return f"internal error: {exc!r}"
+        record["person_id"] = out.person_id
+        if out.link is not None:
+            err = self.outbox.add(self.identities_to, IDENTITY_LINK, key, out.link)
+            if err is not None:
+                return err
+        err = self.outbox.add(self.clean_to, CLEAN_EVENT, record["event_id"].encode(), record)
+        if err is not None:
+            return err  # a link queued above may still go out: its event is then rejected
+        if out.link is not None:
+            LINKS.labels(out.link["status"]).inc()
+            if out.link["status"] == "conflict":
+                log.info(
+                    "identity conflict kept the first link",
+                    product=record["product"],
+                    event_id=record["event_id"],
+                )
+        if out.store is not None:
+            links[key] = out.store
+        return None

@@ -1,6 +1,6 @@
 """The Faust app factory: topics, tables and agents, all from one ``Settings``.
 
-Flow: events.raw -> normalize_dedupe -> events.deduped -> link_identities -> events.clean.
+Flow: events.raw -> clean_events (normalize, dedupe, link identities) -> events.clean.
 
 No module-level app: ``create_app`` builds one per call, so tests and ``eventpipe dev`` can make
 their own, each with its own topic prefix.
@@ -15,14 +15,13 @@ from faust.types import TransportT
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
-from eventpipe.codec import CLEAN_EVENT, RAW_EVENT, AvroCodec
+from eventpipe.codec import RAW_EVENT, AvroCodec
 from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings
 from eventpipe.topics import TopicNames
 from streams import fetchwait
-from streams.agents import Deduper
+from streams.agents import EventAgent
 from streams.codec import CODEC_NAMES, register_codecs
-from streams.identity import IdentityLinker
 from streams.outbox import Outbox
 from streams.recovery import ResumeKeepsBuffers
 
@@ -49,6 +48,29 @@ class App(faust.App):
 
     def _new_transport(self) -> TransportT:
         return fetchwait.Transport(self.conf.broker_consumer, self)
+
+
+class SourcePartitionTable(faust.Table[bytes, int]):
+    """A table whose writes name their changelog partition: the source record's.
+
+    For the dedupe table, whose key is not its source's Kafka key (``streams.agents``). Faust's
+    own ways fail inside ``take_events``: ``use_partitioner`` would hash the key elsewhere, and
+    without it Faust takes the partition of the stream's current event, which a batch lacks.
+    """
+
+    _partition: int | None = None
+
+    def set_in(self, partition: int, key: bytes, value: int) -> None:
+        self._partition = partition
+        try:
+            self[key] = value
+        finally:
+            self._partition = None
+
+    def partition_for_key(self, key: bytes) -> int | None:
+        if self._partition is None:
+            raise TypeError(f"write {key!r} to {self.name} with set_in(partition, ...)")
+        return self._partition
 
 
 def app_id(settings: Settings) -> str:
@@ -96,23 +118,20 @@ def create_app(settings: Settings, publisher: Publisher) -> faust.App:
     def topic(name: str, record: str) -> Any:
         return app.topic(name, key_serializer="raw", value_serializer=CODEC_NAMES[record])
 
-    # use_partitioner: the agents write tables per batch (take_events), outside any one event,
-    # where Faust only allows it this way. Each table's key is the Kafka key of its source topic
-    # (same bytes) and every producer of those topics uses murmur2, so a key's changelog
-    # partition is still its source partition: the one a worker recovers with it.
-    table = app.Table(
-        DEDUPE_TABLE,
+    seen = SourcePartitionTable(  # what app.Table does, with this class
+        app,
+        name=DEDUPE_TABLE,
+        beacon=app.tables.beacon,
         partitions=settings.topic_partitions,
-        key_type=bytes,  # serialized "raw"
-        value_type=int,  # serialized "json"
-        use_partitioner=True,
+        key_type=bytes,  # (product, source, external_id), serialized "raw"
+        # the first received_at (ms), serialized "json" (Faust's hint omits int; it works)
+        value_type=int,  # type: ignore[arg-type]
     )
-    Deduper(
-        outbox=Outbox(publisher, codec, names.rejected),
-        forward_to=names.deduped,
-        table=table,
-        window_ms=settings.dedupe_window_seconds * 1000,
-    ).attach(app, topic(names.raw, RAW_EVENT))
+    app.tables.add(seen)
+    # use_partitioner: the agent writes per batch (take_events), outside any one event, where
+    # Faust only allows it this way. The key is the raw record's Kafka key (same bytes) and
+    # every producer of events.raw uses murmur2, so a key's changelog partition is its raw
+    # partition: the one a worker recovers with it.
     links = app.Table(
         IDENTITY_TABLE,
         partitions=settings.topic_partitions,
@@ -120,12 +139,14 @@ def create_app(settings: Settings, publisher: Publisher) -> faust.App:
         value_type=str,  # the linked user id, serialized "json"
         use_partitioner=True,
     )
-    IdentityLinker(
-        outbox=Outbox(publisher, codec, names.rejected),  # one per agent: it holds one batch
-        forward_to=names.clean,
+    EventAgent(
+        outbox=Outbox(publisher, codec, names.rejected),
+        clean_to=names.clean,
         identities_to=names.identities,
-        table=links,
-    ).attach(app, topic(names.deduped, CLEAN_EVENT))
+        seen=seen,
+        links=links,
+        window_ms=settings.dedupe_window_seconds * 1000,
+    ).attach(app, topic(names.raw, RAW_EVENT))
     return app
 
 

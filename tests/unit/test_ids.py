@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 
-from eventpipe.ids import derived_event_id, event_id_for, random_event_id
+from eventpipe.ids import dedupe_key, derived_event_id, event_id_for, random_event_id
 
 
-def test_derived_ids_are_stable_and_keyed_events_use_the_dedupe_key() -> None:
+def test_derived_ids_are_stable_and_come_from_the_dedupe_key() -> None:
     # Pinned: a changed derivation would give a retried event a new id, and a second row.
-    eid, key = event_id_for("shop", "api", "e1")
+    eid = event_id_for("shop", "api", "e1")
     assert eid == "evt_dloqrhnzx7vbzq455gf3h7uf"
-    assert key == "shop\x1fapi\x1fe1"
-    assert eid == derived_event_id(key)
+    assert dedupe_key("shop", "api", "e1") == "shop\x1fapi\x1fe1"
+    assert eid == derived_event_id(dedupe_key("shop", "api", "e1"))
     assert len(eid) == len("evt_") + 24
 
 

@@ -10,7 +10,6 @@ from eventpipe.ids import event_id_for
 from streams.agents import Drop, Forward, Reject, process
 from streams.codec import AvroRecordCodec, Undecodable, rejected_undecodable
 from streams.dedupe import table_key
-from streams.identity import identity_key
 
 WINDOW = 3600 * 1000
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -19,7 +18,7 @@ codec = AvroCodec()
 
 
 def raw(payload: bytes, external_id: str | None = None, at_ms: int = T0_MS) -> dict[str, Any]:
-    eid, _ = event_id_for("shop", "api", external_id)
+    eid = event_id_for("shop", "api", external_id)
     return {
         "event_id": eid,
         "dialect": "v2",
@@ -33,10 +32,9 @@ def raw(payload: bytes, external_id: str | None = None, at_ms: int = T0_MS) -> d
 
 def test_unkeyed_event_is_forwarded_as_a_clean_record_and_marks_nothing() -> None:
     r = raw(b'{"event_type":"project","action":"created"}')
-    out = process(r, {}, WINDOW)
+    out = process(r, {}.get, WINDOW)
     assert isinstance(out, Forward)
     assert out.mark is None
-    assert out.key == identity_key(out.record)  # events.deduped is keyed for linking
     assert out.record["canonical_name"] == "project_created"
     assert out.record["received_at"] == T0_MS
     codec.encode(CLEAN_EVENT, out.record)  # the clean schema accepts it
@@ -45,28 +43,28 @@ def test_unkeyed_event_is_forwarded_as_a_clean_record_and_marks_nothing() -> Non
 def test_unkeyed_events_are_never_duplicates() -> None:
     seen: dict[bytes, int] = {}
     payload = b'{"event_type":"project","action":"created"}'
-    assert all(isinstance(process(raw(payload), seen, WINDOW), Forward) for _ in range(3))
+    assert all(isinstance(process(raw(payload), seen.get, WINDOW), Forward) for _ in range(3))
 
 
 def test_keyed_event_marks_its_key_then_copies_are_dropped() -> None:
     seen: dict[bytes, int] = {}
     payload = b'{"event":"user.signed_up","external_id":"e1"}'
-    first = process(raw(payload, "e1"), seen, WINDOW)
+    first = process(raw(payload, "e1"), seen.get, WINDOW)
     assert isinstance(first, Forward)
     assert first.mark == (table_key("shop", "api", "e1"), T0_MS)
     seen[first.mark[0]] = first.mark[1]
-    again = process(raw(payload, "e1", T0_MS + 5_000), seen, WINDOW)
+    again = process(raw(payload, "e1", T0_MS + 5_000), seen.get, WINDOW)
     assert isinstance(again, Drop)
     assert (again.product, again.key) == ("shop", table_key("shop", "api", "e1"))
     assert (again.notice["stage"], again.notice["field"]) == ("dedupe", "external_id")
     codec.encode(REJECTED_EVENT, again.notice)
     # the very same raw record read again (redelivery) is forwarded, not dropped
-    redelivered = process(raw(payload, "e1"), seen, WINDOW)
+    redelivered = process(raw(payload, "e1"), seen.get, WINDOW)
     assert isinstance(redelivered, Forward) and redelivered.mark is None
 
 
 def test_invalid_event_is_rejected_with_field_and_reason() -> None:
-    out = process(raw(b'{"event":"signup"}'), {}, WINDOW)
+    out = process(raw(b'{"event":"signup"}'), {}.get, WINDOW)
     assert isinstance(out, Reject)
     assert out.record["stage"] == "normalize"
     assert out.record["field"] == "event"
@@ -76,7 +74,7 @@ def test_invalid_event_is_rejected_with_field_and_reason() -> None:
 
 def test_unknown_dialect_is_rejected() -> None:
     r = raw(b"{}") | {"dialect": "v9"}
-    out = process(r, {}, WINDOW)
+    out = process(r, {}.get, WINDOW)
     assert isinstance(out, Reject) and out.record["field"] == "dialect"
 
 

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from eventpipe.codec import IDENTITY_LINK, AvroCodec
-from streams.identity import identity_key, resolve, valid_id
+from eventpipe.identity import identity_key, resolve, valid_id
 
 
 def rec(**kw: Any) -> dict[str, Any]:
@@ -54,7 +54,8 @@ def test_a_link_is_never_repointed_and_the_conflict_is_recorded() -> None:
 
 
 def test_identity_key_groups_by_product_and_anonymous_id() -> None:
-    assert identity_key(rec(anonymous_id="a1", user_id="u1")) == identity_key(
-        rec(anonymous_id="a1")
-    )
-    assert identity_key(rec(anonymous_id="a1")) != identity_key(rec(product="q", anonymous_id="a1"))
+    assert identity_key("p", "a1", "u1", "evt_1") == identity_key("p", "a1", "a1", "evt_2")
+    assert identity_key("p", "a1", "u1", "evt_1") != identity_key("q", "a1", "u1", "evt_1")
+    # no anonymous id: the actor; a placeholder is no one, so the event id (no hot "null" key)
+    assert identity_key("p", None, "u1", "evt_1") == identity_key("p", "null", "u1", "evt_2")
+    assert identity_key("p", "null", "null", "evt_1") == b"p\x1fevt_1"
