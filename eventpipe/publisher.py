@@ -51,9 +51,19 @@ def _needs_new_producer(err: KafkaError) -> bool:
     return bool(err.fatal()) or err.code() in REPLACE_ON
 
 
+ANY_PARTITION = -1
+"""Let the producer's partitioner (murmur2 of the key) choose the partition."""
+
+
 class Publisher(Protocol):
-    async def publish(self, topic: str, items: Sequence[tuple[bytes, bytes]]) -> list[str | None]:
-        """Publish (key, value) pairs; return, per item, None when acknowledged or the error."""
+    async def publish(
+        self,
+        topic: str,
+        items: Sequence[tuple[bytes, bytes]],
+        partitions: Sequence[int] | None = None,
+    ) -> list[str | None]:
+        """Publish (key, value) pairs, to the given partitions if any (``ANY_PARTITION``: by
+        key); return, per item, None when acknowledged or the error."""
         ...
 
     def close(self) -> None: ...
@@ -102,7 +112,12 @@ class KafkaPublisher:
                 return
             await asyncio.sleep(POLL_INTERVAL_S)
 
-    async def publish(self, topic: str, items: Sequence[tuple[bytes, bytes]]) -> list[str | None]:
+    async def publish(
+        self,
+        topic: str,
+        items: Sequence[tuple[bytes, bytes]],
+        partitions: Sequence[int] | None = None,
+    ) -> list[str | None]:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         results: list[str | None] = [None] * len(items)
@@ -132,7 +147,10 @@ class KafkaPublisher:
         for i, (key, value) in enumerate(items):
             try:
                 # partial, not a closure per item: it is built in C (the edge's hot path)
-                produce(topic, value, key, on_delivery=partial(on_delivery, i))
+                if partitions is None:
+                    produce(topic, value, key, on_delivery=partial(on_delivery, i))
+                else:
+                    produce(topic, value, key, partitions[i], on_delivery=partial(on_delivery, i))
             except (BufferError, KafkaException) as exc:
                 # Not enqueued, so no report will come for it: count it as done here.
                 results[i] = f"not enqueued: {exc}"

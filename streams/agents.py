@@ -21,11 +21,12 @@ linking needs, and each event is read, decoded, encoded and produced once. With 
 consumer twice, which capped the worker at about half of a bare Faust agent's rate.
 
 Tables and partitions: the identity table's key is the raw record's Kafka key (the same bytes),
-written with ``use_partitioner``, so murmur2 puts its changelog entry in the record's partition.
-The dedupe table's key is (product, source, external_id), which is not the Kafka key, so its
-entries are written to the source record's partition explicitly (``SourcePartitionTable``): the
-worker that owns a raw partition recovers the dedupe keys of the records it read there. A
-retry carries the same payload, hence the same identity key and partition, and meets its key.
+so murmur2 puts its changelog entry in the record's partition. The dedupe table's key is
+(product, source, external_id), which is not the Kafka key, so its entries are written to the
+source record's partition explicitly: the worker that owns a raw partition recovers the dedupe
+keys of the records it read there. A retry carries the same payload, hence the same identity key
+and partition, and meets its key. Both tables' entries are written through the outbox
+(``Outbox.put``), after the batch's outputs.
 
 Records are handled in batches (``take_events``) and their outputs published together through
 ``streams.outbox`` (why: per-record Faust sends were the worker's main cost). Offsets: Faust
@@ -38,12 +39,12 @@ per event id.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
-from faust import App, EventT, StreamT, TopicT
+from faust import App, EventT, StreamT, Table, TopicT
 from prometheus_client import Counter as PromCounter
 
 from eventpipe import dialects
@@ -64,14 +65,6 @@ PROCESSED = PromCounter(
     "eventpipe_worker_events_total", "Raw events handled by the worker, by outcome", ["outcome"]
 )
 LINKS = PromCounter("eventpipe_identity_links_total", "Identity links by status", ["status"])
-
-
-class MarkTable(Protocol):
-    """The dedupe table as the agent uses it (``streams.app.SourcePartitionTable``)."""
-
-    def get(self, key: bytes) -> int | None: ...
-
-    def set_in(self, partition: int, key: bytes, value: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,10 +150,10 @@ class EventAgent:
     outbox: Outbox
     clean_to: str
     identities_to: str
-    seen: MarkTable
-    links: MutableMapping[bytes, str]
-    """Built with ``use_partitioner=True``: Faust refuses table writes inside ``take_events``
-    otherwise, and its key is the source record's Kafka key (see the module docstring)."""
+    seen: Table[bytes, int]
+    """Dedupe key -> the first ``received_at`` (ms)."""
+    links: Table[bytes, str]
+    """Identity key -> the user id its anonymous id is linked to."""
     window_ms: int
 
     def attach(self, app: App, source: TopicT) -> None:
@@ -178,7 +171,6 @@ class EventAgent:
         of the same batch sees an earlier one's key or link before the tables do.
         """
         marks: dict[bytes, int] = {}
-        mark_partition: dict[bytes, int] = {}
         links: dict[bytes, str] = {}
 
         def seen(key: bytes) -> int | None:
@@ -201,18 +193,15 @@ class EventAgent:
                 err = self._link_and_add(out.record, links)
                 if err is None:
                     if out.mark is not None:
-                        marks[out.mark[0]] = out.mark[1]
-                        mark_partition[out.mark[0]] = event.message.partition
+                        key, received_ms = out.mark
+                        marks[key] = received_ms
+                        self.outbox.put(self.seen, key, received_ms, event.message.partition)
                     counts["forwarded"] += 1
                     continue
                 out = Reject(rejected(value, "identity", err))
             self.outbox.reject(out.record)
             counts["rejected"] += 1
-        await self.outbox.flush()
-        for key, received_ms in marks.items():
-            self.seen.set_in(mark_partition[key], key, received_ms)
-        for key, user in links.items():
-            self.links[key] = user
+        await self.outbox.flush()  # then the tables have the batch's keys and links
         return counts
 
     def _link_and_add(self, record: dict[str, Any], links: dict[bytes, str]) -> str | None:
@@ -245,4 +234,5 @@ class EventAgent:
                 )
         if out.store is not None:
             links[key] = out.store
+            self.outbox.put(self.links, key, out.store)
         return None

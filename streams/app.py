@@ -27,9 +27,6 @@ from streams.recovery import ResumeKeepsBuffers
 
 DEDUPE_TABLE = "dedupe"
 IDENTITY_TABLE = "identity"
-PRODUCER_LINGER_S = 0.02
-"""Lets the tables' changelog writes share Kafka produce requests (the agents' own outputs go
-through ``streams.outbox``)."""
 
 
 class App(faust.App):
@@ -48,29 +45,6 @@ class App(faust.App):
 
     def _new_transport(self) -> TransportT:
         return fetchwait.Transport(self.conf.broker_consumer, self)
-
-
-class SourcePartitionTable(faust.Table[bytes, int]):
-    """A table whose writes name their changelog partition: the source record's.
-
-    For the dedupe table, whose key is not its source's Kafka key (``streams.agents``). Faust's
-    own ways fail inside ``take_events``: ``use_partitioner`` would hash the key elsewhere, and
-    without it Faust takes the partition of the stream's current event, which a batch lacks.
-    """
-
-    _partition: int | None = None
-
-    def set_in(self, partition: int, key: bytes, value: int) -> None:
-        self._partition = partition
-        try:
-            self[key] = value
-        finally:
-            self._partition = None
-
-    def partition_for_key(self, key: bytes) -> int | None:
-        if self._partition is None:
-            raise TypeError(f"write {key!r} to {self.name} with set_in(partition, ...)")
-        return self._partition
 
 
 def app_id(settings: Settings) -> str:
@@ -98,7 +72,6 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         # at_least_once keeps Faust's aiokafka producer non-idempotent: its InitProducerId
         # fails on Tansu; "exactly_once" would turn idempotence on and cannot start there.
         "processing_guarantee": "at_least_once",
-        "producer_linger": PRODUCER_LINGER_S,
         "key_serializer": "raw",
         "value_serializer": "raw",
     }
@@ -118,26 +91,19 @@ def create_app(settings: Settings, publisher: Publisher) -> faust.App:
     def topic(name: str, record: str) -> Any:
         return app.topic(name, key_serializer="raw", value_serializer=CODEC_NAMES[record])
 
-    seen = SourcePartitionTable(  # what app.Table does, with this class
-        app,
-        name=DEDUPE_TABLE,
-        beacon=app.tables.beacon,
+    # Both tables are written through the agent's outbox (streams.outbox: the changelog record
+    # with the batch, the store after the acks), never through Faust's table[key] = value.
+    seen: faust.Table[bytes, int] = app.Table(  # type: ignore[assignment]  # Faust: TableT
+        DEDUPE_TABLE,
         partitions=settings.topic_partitions,
         key_type=bytes,  # (product, source, external_id), serialized "raw"
-        # the first received_at (ms), serialized "json" (Faust's hint omits int; it works)
-        value_type=int,  # type: ignore[arg-type]
+        value_type=int,  # the first received_at (ms), serialized "json"
     )
-    app.tables.add(seen)
-    # use_partitioner: the agent writes per batch (take_events), outside any one event, where
-    # Faust only allows it this way. The key is the raw record's Kafka key (same bytes) and
-    # every producer of events.raw uses murmur2, so a key's changelog partition is its raw
-    # partition: the one a worker recovers with it.
-    links = app.Table(
+    links: faust.Table[bytes, str] = app.Table(  # type: ignore[assignment]
         IDENTITY_TABLE,
         partitions=settings.topic_partitions,
         key_type=bytes,  # (product, anonymous id), serialized "raw"
         value_type=str,  # the linked user id, serialized "json"
-        use_partitioner=True,
     )
     EventAgent(
         outbox=Outbox(publisher, codec, names.rejected),

@@ -11,6 +11,12 @@ acknowledged by Kafka. A send that fails (the broker unreachable past the delive
 retried, with backoff, until it is acknowledged: the partition waits rather than acking a
 record whose output was never stored. A retried output may be stored twice; every consumer
 keys on the event id (ClickHouse's ReplacingMergeTree), so that shows as one row.
+
+Table entries (:meth:`Outbox.put`) go the same way, after the outputs: their changelog records
+are published through the same producer and the in-memory table learns them only once Kafka
+acknowledged both, so a table never holds an entry for a record that was not stored. Through
+Faust's own ``table[key] = value`` each entry cost a Faust + aiokafka send in Python, the
+largest part of the worker's own work once the outputs were batched.
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
 import structlog
-from faust import EventT, Stream, StreamT
+from faust import EventT, Stream, StreamT, Table
+from faust.serializers import codecs
 
 from eventpipe.codec import REJECTED_EVENT, AvroCodec
-from eventpipe.publisher import Publisher
+from eventpipe.publisher import ANY_PARTITION, Publisher
 from streams.codec import Undecodable, rejected_undecodable
 
 log = structlog.get_logger(__name__)
@@ -49,7 +56,9 @@ class Outbox:
         self._publisher = publisher
         self._codec = codec
         self._rejected_to = rejected_to
-        self._items: defaultdict[str, list[tuple[bytes, bytes]]] = defaultdict(list)
+        self._items: defaultdict[str, list[tuple[bytes, bytes, int]]] = defaultdict(list)
+        self._entries: defaultdict[str, list[tuple[bytes, bytes, int]]] = defaultdict(list)
+        self._tables: dict[str, tuple[Table[Any, Any], dict[Any, Any]]] = {}
 
     def add(self, topic: str, record_name: str, key: bytes, record: dict[str, Any]) -> str | None:
         """Queue ``record``; return why it cannot be encoded (nothing queued), else None."""
@@ -57,8 +66,19 @@ class Outbox:
             value = self._codec.encode(record_name, record)
         except Exception as exc:  # fastavro raises several types (OverflowError for a huge long)
             return f"cannot encode a {record_name}: {exc}"
-        self._items[topic].append((key, value))
+        self._items[topic].append((key, value, ANY_PARTITION))
         return None
+
+    def put(
+        self, table: Table[Any, Any], key: Any, value: Any, partition: int = ANY_PARTITION
+    ) -> None:
+        """Queue ``table[key] = value``, its changelog record to ``partition`` (by default the
+        partitioner's choice for the key, as Faust's ``use_partitioner`` does)."""
+        topic = table.changelog_topic.get_topic_name()
+        raw_key = codecs.dumps(table.key_serializer, key)
+        raw_value = codecs.dumps(table.value_serializer, value)
+        self._entries[topic].append((raw_key, raw_value, partition))
+        self._tables.setdefault(topic, (table, {}))[1][key] = value
 
     def reject(self, record: dict[str, Any]) -> None:
         """Queue a ``RejectedEvent`` for the rejected topic. One that cannot be encoded (not
@@ -77,25 +97,34 @@ class Outbox:
         self.reject(rejected_undecodable(value, msg.topic, msg.partition, msg.offset, ts_ms))
 
     async def flush(self) -> None:
-        """Publish everything queued and return once Kafka acknowledged all of it.
+        """Publish everything queued and return once Kafka acknowledged all of it; then apply
+        the queued table entries.
 
         What is not acknowledged yet stays queued, so if this raises or is cancelled (the agent
         restarts; Faust acks the batch anyway), the next flush sends it rather than losing it.
         """
+        await self._send(self._items)
+        await self._send(self._entries)
+        for table, entries in self._tables.values():
+            table.raw_update(entries)  # the store only: the changelog records are sent
+        self._tables.clear()
+
+    async def _send(self, queued: defaultdict[str, list[tuple[bytes, bytes, int]]]) -> None:
         delay = RETRY_FIRST_S
         while True:
-            pending = {topic: items for topic, items in self._items.items() if items}
+            pending = {topic: items for topic, items in queued.items() if items}
             if not pending:
+                queued.clear()
                 return
             topics = list(pending)
             results = await asyncio.gather(
-                *(self._publisher.publish(topic, pending[topic]) for topic in topics)
+                *(self._publish(topic, pending[topic]) for topic in topics)
             )
-            failed: defaultdict[str, list[tuple[bytes, bytes]]] = defaultdict(list)
+            queued.clear()
             for topic, outcome in zip(topics, results, strict=True):
                 retry = [item for item, err in zip(pending[topic], outcome, strict=True) if err]
                 if retry:
-                    failed[topic] = retry
+                    queued[topic] = retry
                     first_error = next(err for err in outcome if err)
                     log.warning(
                         "send failed, retrying",
@@ -104,7 +133,12 @@ class Outbox:
                         error=first_error,
                         retry_in_s=delay,
                     )
-            self._items = failed
-            if self._items:
+            if queued:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
+
+    def _publish(self, topic: str, items: list[tuple[bytes, bytes, int]]) -> Any:
+        pairs = [(key, value) for key, value, _ in items]
+        if all(p == ANY_PARTITION for _, _, p in items):
+            return self._publisher.publish(topic, pairs)
+        return self._publisher.publish(topic, pairs, [p for _, _, p in items])

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 from eventpipe.codec import CLEAN_EVENT, RAW_EVENT, REJECTED_EVENT, AvroCodec
 from eventpipe.ids import event_id_for
-from streams.agents import Drop, Forward, Reject, process
+from streams.agents import Drop, EventAgent, Forward, Reject, process
 from streams.codec import AvroRecordCodec, Undecodable, rejected_undecodable
 from streams.dedupe import table_key
+from streams.outbox import Outbox
 
 WINDOW = 3600 * 1000
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -96,3 +99,35 @@ def test_undecodable_rejection_has_a_stable_id() -> None:
     assert a == rejected_undecodable(u, "events.raw", 1, 42, T0_MS)
     assert a["event_id"] != rejected_undecodable(u, "events.raw", 1, 43, T0_MS)["event_id"]
     codec.encode(REJECTED_EVENT, a)
+
+
+def test_one_batch_dedupes_links_and_writes_each_table_entry_to_its_partition() -> None:
+    from tests.unit.test_streams_outbox import FakeTable, ScriptedPublisher
+
+    linking = b'{"event":"user.signed_up","external_id":"e1","subject_type":"user",'
+    linking += b'"subject_id":"u1","properties":{"anonymous_id":"a1"}}'
+    records = [
+        raw(linking, "e1"),
+        raw(linking, "e1", T0_MS + 1_000),  # a client's retry in the same batch: a duplicate
+        raw(b'{"event":"page.viewed","properties":{"anonymous_id":"a1"}}'),
+    ]
+    events = [
+        SimpleNamespace(value=r, key=b"k", message=SimpleNamespace(partition=5)) for r in records
+    ]
+    publisher = ScriptedPublisher()
+    seen, links = FakeTable("dedupe-changelog"), FakeTable("identity-changelog")
+    agent = EventAgent(Outbox(publisher, codec, "rejected"), "clean", "ids", seen, links, WINDOW)  # type: ignore[arg-type]
+    counts = asyncio.run(agent.handle(events))  # type: ignore[arg-type]
+
+    assert counts == {"forwarded": 2, "duplicate": 1}
+    clean = [codec.decode(v)[1] for t, _, v, _ in publisher.sent if t == "clean"]
+    assert [c["person_id"] for c in clean] == ["u1", "u1"], "the link made earlier in the batch"
+    changelogs = {(t, k, p) for t, k, _, p in publisher.sent if t.endswith("changelog")}
+    assert changelogs == {
+        # dedupe: its key is not the raw key, so the source record's partition
+        ("dedupe-changelog", table_key("shop", "api", "e1"), 5),
+        # identity: its key is the raw key, so the partitioner's choice is that partition
+        ("identity-changelog", b"shop\x1fa1", -1),
+    }
+    assert seen == {table_key("shop", "api", "e1"): T0_MS}
+    assert links == {b"shop\x1fa1": "u1"}

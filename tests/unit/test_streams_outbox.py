@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -26,17 +27,26 @@ class ScriptedPublisher:
     def __init__(self, failures: int = 0, hang: bool = False) -> None:
         self.failures, self.hang = failures, hang
         self.acked: list[tuple[str, bytes]] = []
+        self.sent: list[tuple[str, bytes, bytes, int]] = []
+        self.on_publish: Callable[[], None] = lambda: None
 
-    async def publish(self, topic: str, items: Sequence[tuple[bytes, bytes]]) -> list[str | None]:
+    async def publish(
+        self,
+        topic: str,
+        items: Sequence[tuple[bytes, bytes]],
+        partitions: Sequence[int] | None = None,
+    ) -> list[str | None]:
+        self.on_publish()
         if self.hang:
             await asyncio.sleep(3600)
         out: list[str | None] = []
-        for key, _value in items:
+        for i, (key, value) in enumerate(items):
             if self.failures:
                 self.failures -= 1
                 out.append("timed out")
             else:
                 self.acked.append((topic, key))
+                self.sent.append((topic, key, value, -1 if partitions is None else partitions[i]))
                 out.append(None)
         return out
 
@@ -93,3 +103,56 @@ def test_a_rejection_that_cannot_be_encoded_still_goes_out_without_its_payload()
     assert box.add("rejected", REJECTED_EVENT, b"x", rejection("x", received_at=2**63)) is not None
     asyncio.run(box.flush())
     assert publisher.acked == [("rejected", b"e1")]
+
+
+class FakeTable(dict[bytes, Any]):
+    """What ``Outbox.put`` uses of a Faust table: changelog topic, serializers, raw_update."""
+
+    key_serializer = "raw"
+    value_serializer = "json"
+
+    def __init__(self, changelog: str = "app-dedupe-changelog") -> None:
+        super().__init__()
+        self.changelog_topic = SimpleNamespace(get_topic_name=lambda: changelog)
+
+    def raw_update(self, entries: dict[bytes, Any]) -> None:
+        self.update(entries)
+
+
+def test_table_entries_follow_the_outputs_and_reach_the_table_only_once_acknowledged() -> None:
+    publisher = ScriptedPublisher(failures=1)  # the first output fails once
+    table = FakeTable()
+    box = Outbox(publisher, CODEC, "rejected")
+    box.reject(rejection("e1"))
+    box.put(table, b"k1", 1_767_323_045_000, partition=3)
+    box.put(table, b"k2", 7)  # by key: the partitioner's choice
+    publisher.on_publish = lambda: assert_empty(table)  # nothing in the table while sending
+    asyncio.run(box.flush())
+    assert [(t, k) for t, k, _, _ in publisher.sent] == [
+        ("rejected", b"e1"),
+        ("app-dedupe-changelog", b"k1"),
+        ("app-dedupe-changelog", b"k2"),
+    ], "the changelog records go out after the batch's outputs were acknowledged"
+    assert publisher.sent[1][2:] == (b"1767323045000", 3)  # Faust's json, the given partition
+    assert publisher.sent[2][2:] == (b"7", -1)
+    assert table == {b"k1": 1_767_323_045_000, b"k2": 7}
+
+
+def test_a_flush_cut_short_keeps_its_table_entries_out_of_the_table() -> None:
+    table = FakeTable()
+    box = Outbox(ScriptedPublisher(hang=True), CODEC, "rejected")
+    box.put(table, b"k1", 1)
+
+    async def cut() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(box.flush(), 0.05)
+
+    asyncio.run(cut())
+    assert table == {}
+    box._publisher = ScriptedPublisher()
+    asyncio.run(box.flush())
+    assert table == {b"k1": 1}
+
+
+def assert_empty(table: FakeTable) -> None:
+    assert not table
