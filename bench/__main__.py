@@ -46,7 +46,9 @@ class Plan:
             edge_events=events,
             edge_singles=300 if quick else 3_000,
             agent_events=max(2_000, events // 7),
-            sink_events=max(10_000, events // 2),
+            # ~5 s of inserts at full size: over 1-2 s (events // 2 before) the first batch's
+            # fill and the last insert, which nothing overlaps, weighed ~20% of the figure.
+            sink_events=max(10_000, events * 2),
             e2e_events=max(2_000, events // 10),
             e2e_seconds=3.0 if quick else 20.0,
             concurrency=concurrency,

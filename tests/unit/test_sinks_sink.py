@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -70,21 +71,30 @@ class Msg:
 
 
 class ScriptedConsumer:
-    """Returns one scripted batch per consume(); sets stop when the script is exhausted."""
+    """Returns one scripted batch per consume() (logged as "consume"). Once the script is
+    exhausted it returns nothing (not logged) and sets stop when a commit followed the last
+    batch, or after ~2 s: the sink's inserts run in another thread."""
 
     def __init__(self, log: list[Any], stop: threading.Event, script: list[Any]) -> None:
         self.log, self.stop, self.script = log, stop, list(script)
         self.on_revoke: Callable[..., None] | None = None
         self.closed = False
+        self._last_batch_at = 0
+        self._idle = 0
 
     def subscribe(self, topics: list[str], **callbacks: Any) -> None:
         self.on_revoke = callbacks["on_revoke"]
 
     def consume(self, num_messages: int, timeout: float) -> list[Msg]:
-        self.log.append("consume")
         if not self.script:
-            self.stop.set()
+            committed = any(e[0] == "commit" for e in self.log[self._last_batch_at :])
+            self._idle += 1
+            if committed or self._idle > 1000:
+                self.stop.set()
+            time.sleep(0.002)
             return []
+        self.log.append("consume")
+        self._last_batch_at = len(self.log)
         step = self.script.pop(0)
         if callable(step):
             step(self)
@@ -278,7 +288,7 @@ def test_stop_during_an_outage_gives_up_without_commit() -> None:
         consumer_factory=lambda conf: consumer,  # type: ignore[arg-type,return-value]
     ).run(stop)
     assert consumer.closed
-    assert log[0] == "consume" and set(log[1:]) == {("insert failed", EVENTS.name)}
+    assert log[0] == "consume" and set(log[1:]) == {("insert failed", EVENTS.name)}, "no commit"
 
 
 def test_undecodable_messages_become_rejections_and_the_loop_goes_on() -> None:
@@ -355,3 +365,16 @@ def _raw() -> dict[str, Any]:
         "received_at": NOW,
         "payload": b"{}",
     }
+
+
+def test_while_an_insert_is_retried_at_most_one_more_batch_is_consumed() -> None:
+    """The insert runs beside the consumer: one batch may be read ahead, no more, and nothing
+    is committed before ClickHouse has each batch, in order."""
+    script = [[Msg(TOPICS.clean, 0, i, clean_bytes(f"e{i}"))] for i in range(4)]
+    log, client = run(script, fail={EVENTS.name: 8})
+    first_insert = log.index(("insert", EVENTS.name, 1))
+    assert log[:first_insert].count("consume") <= 2
+    commits = [e for e in log if e[0] == "commit"]
+    assert commits == [("commit", [(TOPICS.clean, 0, i + 1)]) for i in range(len(commits))]
+    assert commits[-1] == ("commit", [(TOPICS.clean, 0, 4)])
+    assert [r["event_id"] for r in client.rows[EVENTS.name]] == ["e0", "e1", "e2", "e3"]
