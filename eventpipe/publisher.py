@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import defaultdict
 from collections.abc import Sequence
-from functools import partial
 from typing import Any, Protocol
 
 import structlog
@@ -121,6 +121,7 @@ class KafkaPublisher:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         results: list[str | None] = [None] * len(items)
+        failed: list[tuple[bytes | None, bytes | None, str]] = []
         pending = [len(items)]
         lock = threading.Lock()
 
@@ -128,39 +129,59 @@ class KafkaPublisher:
             if not done.done():
                 done.set_result(None)
 
-        def report(i: int, err: KafkaError | None) -> None:
-            if err is not None:
-                results[i] = err.str()
-                if _needs_new_producer(err):
-                    self._fatal.set()
+        def count_down() -> None:
             with lock:
                 pending[0] -= 1
                 last = pending[0] == 0
             if last and not loop.is_closed():  # close() may serve reports after the loop
                 loop.call_soon_threadsafe(finish)
 
-        def on_delivery(i: int, err: KafkaError | None, _msg: Message) -> None:
-            report(i, err)
+        # One callback for the whole call, not one per item (a partial per item cost 1.3 us of
+        # the ~2.6 us a produce took): a failed report is matched to its item by (key, value).
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                failed.append((msg.key(), msg.value(), err.str()))
+                if _needs_new_producer(err):
+                    self._fatal.set()
+            count_down()
 
         producer = self._current()
         produce = producer.produce
         for i, (key, value) in enumerate(items):
             try:
-                # partial, not a closure per item: it is built in C (the edge's hot path)
                 if partitions is None:
-                    produce(topic, value, key, on_delivery=partial(on_delivery, i))
+                    produce(topic, value, key, on_delivery=on_delivery)
                 else:
-                    produce(topic, value, key, partitions[i], on_delivery=partial(on_delivery, i))
+                    produce(topic, value, key, partitions[i], on_delivery=on_delivery)
             except (BufferError, KafkaException) as exc:
                 # Not enqueued, so no report will come for it: count it as done here.
                 results[i] = f"not enqueued: {exc}"
-                report(i, None)
+                count_down()
         if items:
             self._ensure_poller()
             await done
+        if failed:
+            _match_failures(items, results, failed)
         return results
 
     def close(self, timeout_s: float = 10.0) -> None:
         remaining = self._producer.flush(timeout_s)
         if remaining:
             log.error("producer closed with undelivered messages", count=remaining)
+
+
+def _match_failures(
+    items: Sequence[tuple[bytes, bytes]],
+    results: list[str | None],
+    failed: list[tuple[bytes | None, bytes | None, str]],
+) -> None:
+    """Mark each failed report's item in ``results``. Two equal items are interchangeable: a
+    failure is put on one of them, and a retry of it stores the same bytes."""
+    where: dict[tuple[bytes | None, bytes | None], list[int]] = defaultdict(list)
+    for i, item in enumerate(items):
+        if results[i] is None:
+            where[item].append(i)
+    for key, value, reason in failed:
+        indices = where.get((key, value))
+        if indices:
+            results[indices.pop()] = reason

@@ -94,31 +94,18 @@ class Ingest:
             chunks.append(chunk)
         return principal, b"".join(chunks), self.clock_ms()
 
-    def stage(
-        self,
-        principal: Principal,
-        dialect: str,
-        payload: bytes,
-        parsed: ParsedEvent,
-        external_id: str | None,
-        received_at_ms: int,
-    ) -> Staged:
-        """Encode the raw record, keyed by its identity key (``eventpipe.identity``)."""
-        product = principal.product
-        event_id = event_id_for(product, principal.source, external_id)
-        key = identity_key(product, parsed.anonymous_id, parsed.actor_id, event_id)
-        value = self.codec.encode_raw(
-            {
-                "event_id": event_id,
-                "dialect": dialect,
-                "product": product,
-                "source": principal.source,
-                "external_id": external_id,
-                "received_at": received_at_ms,
-                "payload": payload,
-            },
-        )
-        return Staged(event_id, key, value)
+    def encoder(self, principal: Principal, dialect: str, received_at_ms: int) -> Encoder:
+        """Encode one request's events: ``encoder(payload, parsed, external_id)``, each keyed
+        by its identity key (``eventpipe.identity``)."""
+        product, source = principal.product, principal.source
+        encode = self.codec.raw_encoder(dialect, product, source, received_at_ms)
+
+        def stage(payload: bytes, parsed: ParsedEvent, external_id: str | None) -> Staged:
+            event_id = event_id_for(product, source, external_id)
+            key = identity_key(product, parsed.anonymous_id, parsed.actor_id, event_id)
+            return Staged(event_id, key, encode(event_id, external_id, payload))
+
+        return stage
 
     async def publish(self, dialect: str, staged: list[Staged]) -> list[str | None]:
         """Publish and wait for every acknowledgement; per event, None or the failure."""
@@ -151,9 +138,8 @@ class Ingest:
     ) -> Accepted:
         """Parse, publish and await the ack of a single event (raises on any failure)."""
         parsed = parser(body, received_at_ms)
-        staged = self.stage(
-            principal, dialect, body, parsed, external_id(None, parsed), received_at_ms
-        )
+        stage = self.encoder(principal, dialect, received_at_ms)
+        staged = stage(body, parsed, external_id(None, parsed))
         if (await self.publish(dialect, [staged]))[0] is not None:
             raise self.unavailable()
         EVENTS.labels(dialect, "accepted").inc()
@@ -187,6 +173,7 @@ class Ingest:
         # copy from a redelivery of the first (both carry the request's received_at).
         first_of: dict[str, int] = {}
         copies: list[tuple[int, ParsedEvent, int]] = []
+        stage = self.encoder(principal, dialect, received_at_ms)
         for i, payload in enumerate(payloads):
             try:
                 parsed = parser(payload, received_at_ms)
@@ -199,9 +186,7 @@ class Ingest:
                 continue
             if ext is not None:
                 first_of[ext] = len(staged)
-            staged.append(
-                (i, parsed, self.stage(principal, dialect, payload, parsed, ext, received_at_ms))
-            )
+            staged.append((i, parsed, stage(payload, parsed, ext)))
         EVENTS.labels(dialect, "invalid").inc(len(out.errors))
         results = await self.publish(dialect, [s for _, _, s in staged]) if staged else []
         staged += [(i, parsed, staged[first][2]) for i, parsed, first in copies]
@@ -220,6 +205,8 @@ class Ingest:
         out.errors.sort(key=lambda e: int(e["index"]))
         return out
 
+
+Encoder = Callable[[bytes, ParsedEvent, str | None], Staged]
 
 ExternalId = Callable[[int | None, ParsedEvent], str | None]
 """Which external id an event gets (index None for a single event): the dedupe key's last part."""
