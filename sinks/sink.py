@@ -41,7 +41,6 @@ from typing import Any
 import structlog
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 from eventpipe.codec import CLEAN_EVENT, AvroCodec, CodecError
 from eventpipe.event import to_ms
@@ -58,6 +57,7 @@ from sinks.clickhouse import (
     migrate,
     timestamp_in_range,
 )
+from sinks.metrics import SinkMetrics, default_metrics
 
 log = structlog.get_logger(__name__)
 
@@ -65,35 +65,6 @@ BACKOFF_START_S = 0.2
 BACKOFF_MAX_S = 5.0
 SINK_STAGE = "sink"
 MAX_CONSUME = 100_000  # confluent-kafka refuses more than 1,000,000 per consume()
-
-
-class SinkMetrics:
-    """The sink's Prometheus metrics, registered once per registry (tests pass their own)."""
-
-    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
-        self.rows = Counter(
-            "eventpipe_sink_rows", "Rows inserted into ClickHouse", ["table"], registry=registry
-        )
-        self.insert_failures = Counter(
-            "eventpipe_sink_insert_failures", "Failed ClickHouse batch inserts", registry=registry
-        )
-        self.insert_seconds = Histogram(
-            "eventpipe_sink_insert_seconds",
-            "Duration of one successful ClickHouse batch insert",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=registry,
-        )
-
-
-_default_metrics: SinkMetrics | None = None
-
-
-def default_metrics() -> SinkMetrics:
-    """The process-wide metrics on the default registry, created on first use."""
-    global _default_metrics
-    if _default_metrics is None:
-        _default_metrics = SinkMetrics()
-    return _default_metrics
 
 
 @dataclass

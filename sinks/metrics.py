@@ -1,0 +1,35 @@
+"""The sink's Prometheus metrics (a registry per instance, so tests and benchmarks can read
+their own sink's figures)."""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+
+
+class SinkMetrics:
+    """The sink's Prometheus metrics, registered once per registry (tests pass their own)."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.rows = Counter(
+            "eventpipe_sink_rows", "Rows inserted into ClickHouse", ["table"], registry=registry
+        )
+        self.insert_failures = Counter(
+            "eventpipe_sink_insert_failures", "Failed ClickHouse batch inserts", registry=registry
+        )
+        self.insert_seconds = Histogram(
+            "eventpipe_sink_insert_seconds",
+            "Duration of one successful ClickHouse batch insert",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+
+
+_default_metrics: SinkMetrics | None = None
+
+
+def default_metrics() -> SinkMetrics:
+    """The process-wide metrics on the default registry, created on first use."""
+    global _default_metrics
+    if _default_metrics is None:
+        _default_metrics = SinkMetrics()
+    return _default_metrics
