@@ -70,3 +70,14 @@ def test_json_document_shape(tmp_path: Path) -> None:
     }
     assert e2e["figure"] is None  # NaN is not JSON
     assert e2e["ratio"] is None
+
+
+def test_the_handler_benchmark_gets_202_for_its_batch() -> None:
+    """``python -m bench.handler`` raises unless the edge accepts its batch (so a timing can
+    never come from a request the edge refused)."""
+    import asyncio
+
+    from bench.handler import _rounds
+
+    times = asyncio.run(_rounds(2))
+    assert len(times) == 2 and all(t > 0 for t in times)
