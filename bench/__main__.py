@@ -24,6 +24,8 @@ from bench.report import StageResult
 from eventpipe.logs import configure
 
 STAGES = ("edge", "agents", "sink", "e2e")
+ROUNDED = ("edge", "agents", "sink")
+"""The stages compared with a ceiling: measured ``Plan.rounds`` times (e2e has no ceiling)."""
 FULL_EVENTS = 210_000
 QUICK_EVENTS = 10_000
 
@@ -39,9 +41,12 @@ class Plan:
     e2e_events: int
     e2e_seconds: float
     concurrency: int
+    rounds: int
+    """How often the edge, agents and sink stages are measured (figure, then ceiling, each
+    round); their medians are reported."""
 
     @classmethod
-    def make(cls, events: int, concurrency: int, quick: bool) -> Plan:
+    def make(cls, events: int, concurrency: int, quick: bool, rounds: int | None = None) -> Plan:
         return cls(
             edge_events=events,
             edge_singles=300 if quick else 3_000,
@@ -52,6 +57,7 @@ class Plan:
             e2e_events=max(2_000, events // 10),
             e2e_seconds=3.0 if quick else 20.0,
             concurrency=concurrency,
+            rounds=rounds or (1 if quick else 3),
         )
 
 
@@ -69,21 +75,27 @@ def run(plan: Plan, only: list[str], workdir: Path, console: Console) -> list[St
         def say(message: str) -> None:
             progress.update(task, description=message)
 
+        def measure(name: str) -> list[StageResult]:
+            if name == "edge":
+                return edge.run(
+                    workdir, plan.edge_events, plan.edge_singles, plan.concurrency, say
+                )[0]
+            if name == "agents":
+                return agents.run(workdir, plan.agent_events, say)[0]
+            if name == "sink":
+                return sink.run(workdir, plan.sink_events, say)[0]
+            e2e_concurrency = min(plan.concurrency, 4)
+            return e2e.run(workdir, plan.e2e_events, plan.e2e_seconds, e2e_concurrency, say)[0]
+
         for name in only:
             progress.update(task, stage=name)
-            got: list[StageResult]
-            if name == "edge":
-                got, _ = edge.run(
-                    workdir, plan.edge_events, plan.edge_singles, plan.concurrency, say
-                )
-            elif name == "agents":
-                got, _ = agents.run(workdir, plan.agent_events, say)
-            elif name == "sink":
-                got, _ = sink.run(workdir, plan.sink_events, say)
-            else:
-                got, _ = e2e.run(
-                    workdir, plan.e2e_events, plan.e2e_seconds, min(plan.concurrency, 4), say
-                )
+            rounds = plan.rounds if name in ROUNDED else 1
+            measured = []
+            for n in range(rounds):
+                if rounds > 1:
+                    progress.update(task, stage=f"{name} (round {n + 1}/{rounds})")
+                measured.append(measure(name))
+            got = [report.median_of(same) for same in zip(*measured, strict=True)]
             results.extend(got)
             for r in got:
                 console.log(f"{r.stage}: {report.format_figure(r.figure, r.unit)}")
@@ -101,6 +113,9 @@ def main(
     only: Annotated[
         list[str] | None, typer.Option(help=f"run only these stages: {', '.join(STAGES)}")
     ] = None,
+    rounds: Annotated[
+        int | None, typer.Option(help="rounds of the ratio stages (default: 3, quick: 1)")
+    ] = None,
 ) -> None:
     """Benchmark every eventpipe stage against its bare-library ceiling."""
     configure("warning", False)
@@ -108,7 +123,7 @@ def main(
     unknown = set(only or ()) - set(STAGES)
     if unknown:
         raise typer.BadParameter(f"unknown stages {sorted(unknown)}", param_hint="--only")
-    plan = Plan.make(events or (QUICK_EVENTS if quick else FULL_EVENTS), concurrency, quick)
+    plan = Plan.make(events or (QUICK_EVENTS if quick else FULL_EVENTS), concurrency, quick, rounds)
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 140))  # keep table rows on one line in logs

@@ -75,6 +75,7 @@ def clean_record(i: int, received_at_ms: int) -> dict[str, Any]:
     from streams.agents import Forward, process  # imports Faust: only where needed
 
     _, raw = raw_record(i, received_at_ms)
-    out = process(raw, {}.get, 86_400_000)
+    nothing_seen: dict[bytes, int] = {}
+    out = process(raw, nothing_seen.get, 86_400_000)
     assert isinstance(out, Forward), out
     return out.record

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import platform
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +21,33 @@ from rich.table import Table
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SCHEMA_VERSION = 1
+
+
+def median_of(rounds: Sequence[StageResult]) -> StageResult:
+    """One result from the same stage measured in several rounds: the median figure and the
+    median ceiling. Each round measures the figure and then its ceiling, so the rounds
+    interleave them, and one slow moment of a shared 2-core machine moves neither much. The
+    rounds' own figures, ceilings and ratios stay in ``details["rounds"]``."""
+    first = rounds[0]
+    if len(rounds) == 1:
+        return first
+    ceilings = [r.ceiling for r in rounds if r.ceiling is not None]
+    return StageResult(
+        first.stage,
+        statistics.median(r.figure for r in rounds),
+        first.unit,
+        ceiling=statistics.median(ceilings) if ceilings else None,
+        ceiling_name=first.ceiling_name,
+        min_ratio=first.min_ratio,
+        min_figure=first.min_figure,
+        max_figure=first.max_figure,
+        details={
+            "rounds": [
+                {"figure": r.figure, "ceiling": r.ceiling, "ratio": r.ratio, "details": r.details}
+                for r in rounds
+            ]
+        },
+    )
 
 
 def percentile(values: Sequence[float], pct: float) -> float:

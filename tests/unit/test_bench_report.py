@@ -81,3 +81,17 @@ def test_the_handler_benchmark_gets_202_for_its_batch() -> None:
 
     times = asyncio.run(_rounds(2))
     assert len(times) == 2 and all(t > 0 for t in times)
+
+
+def test_rounds_report_the_median_figure_and_ceiling_and_keep_each_round() -> None:
+    from bench.report import median_of
+
+    rounds = [
+        StageResult("agents", f, "events/s", ceiling=c, min_ratio=0.75)
+        for f, c in [(5_000.0, 7_000.0), (3_000.0, 9_000.0), (6_000.0, 6_000.0)]
+    ]
+    got = median_of(rounds)
+    assert (got.figure, got.ceiling) == (5_000.0, 7_000.0)
+    assert [r["ratio"] for r in got.details["rounds"]] == [5 / 7, 1 / 3, 1.0]
+    assert got.min_ratio == 0.75 and got.met is False
+    assert median_of(rounds[:1]) is rounds[0]
