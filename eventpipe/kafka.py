@@ -15,6 +15,10 @@ from eventpipe.topics import TopicNames
 
 log = structlog.get_logger(__name__)
 
+MESSAGE_MAX_BYTES = 1_000_000
+"""The largest record (key + value) our producers send: librdkafka's default, said here so the
+edge's per-event limit (``Settings.max_event_bytes``) can stay below it."""
+
 FETCH_MAX_WAIT_MS = 100
 """How long a consumer lets the broker hold an empty fetch (the worker's Faust consumer too)."""
 
@@ -34,6 +38,7 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         "compression.type": "lz4",
         "message.timeout.ms": settings.kafka_delivery_timeout_ms,
         "queue.buffering.max.messages": 1_000_000,
+        "message.max.bytes": MESSAGE_MAX_BYTES,
     }
     conf.update(extra)
     return conf

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     """Enables the /admin endpoints (read-only query, key creation) for holders of this token."""
     max_body_bytes: int = 5 * 1024 * 1024
     max_batch_events: int = 1000
+    max_event_bytes: int = 900_000
+    """One accepted event's Kafka record at most (key + Avro value): 413, or the batch entry's
+    error, above it. Below ``eventpipe.kafka.MESSAGE_MAX_BYTES``, with room for the clean record
+    the agents make of it: a bigger one would be refused by Kafka on every retry."""
     rate_limit_per_minute: int = 100
     kafka_delivery_timeout_ms: int = 10_000
     """How long the edge waits for Kafka's acknowledgement before answering 503."""

@@ -70,6 +70,7 @@ def create_app(
         raw_topic=topics.raw,
         clock_ms=lambda: int(clock() * 1000),
         max_body_bytes=settings.max_body_bytes,
+        max_event_bytes=settings.max_event_bytes,
         retry_after_seconds=settings.retry_after_seconds,
     )
 

@@ -61,6 +61,7 @@ class Ingest:
     raw_topic: str
     clock_ms: Callable[[], int]
     max_body_bytes: int
+    max_event_bytes: int
     retry_after_seconds: int
 
     async def admit(self, request: Request) -> tuple[Principal, bytes, int]:
@@ -103,7 +104,14 @@ class Ingest:
         def stage(payload: bytes, parsed: ParsedEvent, external_id: str | None) -> Staged:
             event_id = event_id_for(product, source, external_id)
             key = identity_key(product, parsed.anonymous_id, parsed.actor_id, event_id)
-            return Staged(event_id, key, encode(event_id, external_id, payload))
+            value = encode(event_id, external_id, payload)
+            if len(key) + len(value) > self.max_event_bytes:
+                # Kafka would refuse it on every retry: a 503 here would never end.
+                raise PayloadTooLarge(
+                    f"the event is {len(key) + len(value)} bytes as a Kafka record: "
+                    f"at most {self.max_event_bytes} per event"
+                )
+            return Staged(event_id, key, value)
 
         return stage
 
@@ -178,15 +186,16 @@ class Ingest:
             try:
                 parsed = parser(payload, received_at_ms)
                 ext = external_id(i, parsed)
-            except InvalidEvent as exc:
+                if ext is not None and ext in first_of:
+                    copies.append((i, parsed, first_of[ext]))
+                    continue
+                one = stage(payload, parsed, ext)
+            except InvalidEvent as exc:  # PayloadTooLarge too: that event, not the batch
                 out.errors.append({"index": i, "field": exc.field, "reason": exc.message})
-                continue
-            if ext is not None and ext in first_of:
-                copies.append((i, parsed, first_of[ext]))
                 continue
             if ext is not None:
                 first_of[ext] = len(staged)
-            staged.append((i, parsed, stage(payload, parsed, ext)))
+            staged.append((i, parsed, one))
         EVENTS.labels(dialect, "invalid").inc(len(out.errors))
         results = await self.publish(dialect, [s for _, _, s in staged]) if staged else []
         staged += [(i, parsed, staged[first][2]) for i, parsed, first in copies]

@@ -174,3 +174,21 @@ def test_transport_level_refusals(stack: Stack, ws: Workspace, ep: Endpoint) -> 
     ok = ws.post(ep.path, content=body, headers={"Content-Type": "application/json; charset=UTF-8"})
     assert ok.status_code == 202, ok.text
     stack.prove_nothing_else_landed(ws, rows_before=1)
+
+
+@pytest.mark.parametrize("ep", ENDPOINTS, ids=IDS)
+def test_an_event_kafka_would_refuse_is_413_not_a_503_forever(
+    stack: Stack, ws: Workspace, ep: Endpoint
+) -> None:
+    """~1.5 MB: within the body limit (5 MiB) and every per-value limit, but over one Kafka
+    record (``Settings.max_event_bytes``). Published, Kafka would refuse it on every retry."""
+    fields = b",".join(b'"k%d":"%s"' % (i, b"x" * 60_000) for i in range(25))
+    r = ws.post(ep.path, content=_body(ep, _event(ep, b"{" + fields + b"}")), headers=JSON)
+    where = f"{ep.path}: {r.status_code} {r.text[:300]}"
+    if ep.batch:
+        assert r.status_code == 400 and r.json()["rejected"] == 1, where
+    else:
+        assert r.status_code == 413 and r.json()["error"] == "payload_too_large", where
+    assert "bytes as a Kafka record" in r.text, where
+    assert len(r.content) < 4096, f"{where}: must not echo the input"
+    stack.prove_nothing_else_landed(ws)
