@@ -111,7 +111,10 @@ def test_hand_written_raw_encoder_writes_fastavros_bytes(
     codec = AvroCodec()
     value = {**RAW, "event_id": event_id, "external_id": external_id}
     value |= {"received_at": received_at, "payload": payload}
-    assert codec.encode_raw(value) == codec.encode(RAW_EVENT, value)
+    encode = codec.raw_encoder(value["dialect"], value["product"], value["source"], received_at)
+    encoded = encode(event_id, external_id, payload)
+    assert encoded[HEADER_LEN:] == _fastavro_bytes(codec, RAW_EVENT, value)
+    assert encoded[:HEADER_LEN] == codec.encode(RAW_EVENT, value)[:HEADER_LEN]
 
 
 def _fastavro_bytes(codec: AvroCodec, record: str, value: dict[str, Any]) -> bytes:
