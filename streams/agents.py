@@ -31,13 +31,14 @@ and partition, and meets its key. Both tables' entries are written through the o
 Records are handled in batches (``take_events``) and their outputs published together through
 ``streams.outbox`` (why: per-record Faust sends were the worker's main cost). Offsets: Faust
 acks a batch when the agent asks for the next one, which is after the outbox was acknowledged,
-and flushes its own producer (the changelog writes) before committing. At-least-once: a record
+table entries included. At-least-once: a record
 read again after a crash is forwarded again (``Decision.REDELIVERY``); ClickHouse keeps one row
 per event id.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -167,15 +168,10 @@ class EventAgent:
     async def handle(self, events: Sequence[EventT[Any]]) -> Counter[str]:
         """Process one batch of raw events; return once every output is acknowledged by Kafka.
 
-        ``marks`` and ``links`` hold what the batch will write to the tables, so a later record
-        of the same batch sees an earlier one's key or link before the tables do.
+        Table lookups go through the outbox (``Outbox.get``), so a later record of the batch
+        sees an earlier one's key or link before the tables do.
         """
-        marks: dict[bytes, int] = {}
-        links: dict[bytes, str] = {}
-
-        def seen(key: bytes) -> int | None:
-            return marks[key] if key in marks else self.seen.get(key)
-
+        seen = functools.partial(self.outbox.get, self.seen)
         counts: Counter[str] = Counter()
         for event in events:
             value: Any = event.value
@@ -190,11 +186,10 @@ class EventAgent:
                 counts["duplicate"] += 1
                 continue
             if isinstance(out, Forward):
-                err = self._link_and_add(out.record, links)
+                err = self._link_and_add(out.record)
                 if err is None:
                     if out.mark is not None:
                         key, received_ms = out.mark
-                        marks[key] = received_ms
                         self.outbox.put(self.seen, key, received_ms, event.message.partition)
                     counts["forwarded"] += 1
                     continue
@@ -204,16 +199,16 @@ class EventAgent:
         await self.outbox.flush()  # then the tables have the batch's keys and links
         return counts
 
-    def _link_and_add(self, record: dict[str, Any], links: dict[bytes, str]) -> str | None:
+    def _link_and_add(self, record: dict[str, Any]) -> str | None:
         """Queue the record's link (if any) and the record; return why not, else None.
 
-        A new link reaches ``links`` only when both were queued.
+        A new link is put in the table only when both were queued.
         """
         key = identity_key(
             record["product"], record["anonymous_id"], record["person_id"], record["event_id"]
         )
         try:
-            out = resolve(record, links.get(key) or self.links.get(key))
+            out = resolve(record, self.outbox.get(self.links, key))
         except Exception as exc:  # one bad record must not stop the partition
             return f"internal error: {exc!r}"
         record["person_id"] = out.person_id
@@ -233,6 +228,5 @@ class EventAgent:
                     event_id=record["event_id"],
                 )
         if out.store is not None:
-            links[key] = out.store
             self.outbox.put(self.links, key, out.store)
         return None

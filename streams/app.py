@@ -80,8 +80,8 @@ def faust_config(settings: Settings) -> dict[str, Any]:
 def create_app(settings: Settings, publisher: Publisher) -> faust.App:
     """A Faust app wired for eventpipe; start it with ``streams.worker.run_worker``.
 
-    The agents publish their outputs through ``publisher`` (``streams.outbox``), not Faust's
-    producer; Faust's own producer writes only the tables' changelogs.
+    The agent publishes its outputs and its tables' changelog records through ``publisher``
+    (``streams.outbox``), not Faust's producer.
     """
     codec = AvroCodec(settings.schema_registry_url)  # refuses a registry, like the edge's
     register_codecs(codec)

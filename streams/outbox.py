@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import structlog
@@ -49,6 +50,18 @@ def batches(stream: StreamT[Any]) -> AsyncIterator[Sequence[EventT[Any]]]:
     return cast("Stream[Any]", stream).take_events(BATCH_MAX, within=BATCH_WITHIN_S)
 
 
+@dataclass
+class _Changelog:
+    """A table as the outbox writes it: its changelog topic and serializers (looked up once:
+    per entry they were a third of ``put``'s cost), and the entries not yet acknowledged."""
+
+    table: Table[Any, Any]
+    topic: str
+    dump_key: Callable[[Any], bytes]
+    dump_value: Callable[[Any], bytes]
+    pending: dict[Any, Any] = field(default_factory=dict)
+
+
 class Outbox:
     """Encoded (key, value) pairs by topic, for one batch; reusable after :meth:`flush`."""
 
@@ -58,8 +71,7 @@ class Outbox:
         self._rejected_to = rejected_to
         self._items: defaultdict[str, list[tuple[bytes, bytes, int]]] = defaultdict(list)
         self._entries: defaultdict[str, list[tuple[bytes, bytes, int]]] = defaultdict(list)
-        self._tables: dict[str, tuple[Table[Any, Any], dict[Any, Any]]] = {}
-        self._changelogs: dict[int, tuple[str, Callable[[Any], bytes], Callable[[Any], bytes]]] = {}
+        self._changelogs: dict[int, _Changelog] = {}
 
     def add(self, topic: str, record_name: str, key: bytes, record: dict[str, Any]) -> str | None:
         """Queue ``record``; return why it cannot be encoded (nothing queued), else None."""
@@ -75,16 +87,25 @@ class Outbox:
     ) -> None:
         """Queue ``table[key] = value``, its changelog record to ``partition`` (by default the
         partitioner's choice for the key, as Faust's ``use_partitioner`` does)."""
-        found = self._changelogs.get(id(table))
-        if found is None:  # looked up once per table: per entry it was a third of put's cost
-            found = self._changelogs[id(table)] = (
+        changelog = self._changelogs.get(id(table))
+        if changelog is None:
+            changelog = self._changelogs[id(table)] = _Changelog(
+                table,
                 table.changelog_topic.get_topic_name(),
                 codecs.get_codec(table.key_serializer).dumps,
                 codecs.get_codec(table.value_serializer).dumps,
             )
-        topic, dump_key, dump_value = found
-        self._entries[topic].append((dump_key(key), dump_value(value), partition))
-        self._tables.setdefault(topic, (table, {}))[1][key] = value
+        dump_key, dump_value = changelog.dump_key, changelog.dump_value
+        self._entries[changelog.topic].append((dump_key(key), dump_value(value), partition))
+        changelog.pending[key] = value
+
+    def get(self, table: Table[Any, Any], key: Any) -> Any:
+        """``table.get(key)``, seeing what :meth:`put` queued for it and is not stored yet (a
+        later record of the same batch must see an earlier one's key or link)."""
+        changelog = self._changelogs.get(id(table))
+        if changelog is not None and key in changelog.pending:
+            return changelog.pending[key]
+        return table.get(key)
 
     def reject(self, record: dict[str, Any]) -> None:
         """Queue a ``RejectedEvent`` for the rejected topic. One that cannot be encoded (not
@@ -111,9 +132,9 @@ class Outbox:
         """
         await self._send(self._items)
         await self._send(self._entries)
-        for table, entries in self._tables.values():
-            table.raw_update(entries)  # the store only: the changelog records are sent
-        self._tables.clear()
+        for changelog in self._changelogs.values():
+            changelog.table.raw_update(changelog.pending)  # the store only: records are sent
+            changelog.pending.clear()
 
     async def _send(self, queued: defaultdict[str, list[tuple[bytes, bytes, int]]]) -> None:
         delay = RETRY_FIRST_S
@@ -145,6 +166,4 @@ class Outbox:
 
     def _publish(self, topic: str, items: list[tuple[bytes, bytes, int]]) -> Any:
         pairs = [(key, value) for key, value, _ in items]
-        if all(p == ANY_PARTITION for _, _, p in items):
-            return self._publisher.publish(topic, pairs)
-        return self._publisher.publish(topic, pairs, [p for _, _, p in items])
+        return self._publisher.publish(topic, pairs, [partition for _, _, partition in items])
