@@ -16,6 +16,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from bench.data import batch_body
 from eventpipe.settings import Settings
 from producers.app import create_app
@@ -59,7 +61,7 @@ async def _rounds(rounds: int) -> list[float]:
         "root_path": "",
     }
 
-    async def call() -> None:
+    async def call(check: bool = False) -> None:
         messages = [{"type": "http.request", "body": body, "more_body": False}]
         sent: list[dict[str, Any]] = []
 
@@ -72,9 +74,11 @@ async def _rounds(rounds: int) -> list[float]:
         await app(scope, receive, send)
         if sent[0]["status"] != 202:
             raise RuntimeError(f"the handler answered {sent[0]['status']}: {sent[1:]}")
+        if check and orjson.loads(sent[1]["body"])["rejected"]:  # a 202 may still reject some
+            raise RuntimeError(f"the handler rejected events: {sent[1]['body'][:300]!r}")
 
     for _ in range(5):  # warm caches (name normalization, ISO seconds)
-        await call()
+        await call(check=True)
     times = []
     for _ in range(rounds):
         t0 = time.perf_counter()

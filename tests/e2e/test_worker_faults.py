@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Stack
-from tests.e2e.loadgen import read_ids
+from tests.e2e.loadgen import read_ids, read_run
 from tests.e2e.test_load_faults import assert_landed_once, loadgen, wait_until
 
 pytestmark = pytest.mark.fault
@@ -59,9 +59,9 @@ def test_worker_killed_mid_stream_loses_nothing_and_still_dedupes(
         if gen.poll() is None:
             gen.kill()
 
-    accepted, summary = read_ids(out)
+    accepted, unknown, summary = read_run(out)
     assert summary is not None and summary["accepted"] == len(accepted) > 3_000
-    assert_landed_once(stack, ws.product, [first.json()["data"]["uuid"], *accepted])
+    assert_landed_once(stack, ws.product, [first.json()["data"]["uuid"], *accepted], unknown)
     # The retry was dropped by the recovered dedupe table, not merely collapsed by ClickHouse.
     notices = stack.wait_for(
         f"SELECT event_id FROM rejected_events WHERE product = '{ws.product}' AND stage = 'dedupe'",

@@ -10,12 +10,14 @@ from eventpipe.settings import Settings
 
 
 def test_failed_reports_are_matched_to_their_items() -> None:
-    items = [(b"k1", b"a"), (b"k2", b"b"), (b"k1", b"a"), (b"k3", b"c")]
-    results: list[str | None] = [None, None, None, "not enqueued: queue full"]
-    _match_failures(items, results, [(b"k2", b"b", "timed out"), (b"k1", b"a", "timed out")])
+    items = [(b"k1", b"a"), (b"k2", b"b"), (b"k1", b"a"), (b"k3", b"c"), (b"k3", b"c")]
+    results: list[str | None] = [None, None, None, None, "not enqueued: queue full"]
+    failed = [(b"k2", b"b", "timed out"), (b"k1", b"a", "timed out"), (b"k3", b"c", "fenced")]
+    _match_failures(items, results, failed)
     assert results[1] == "timed out"
     assert sorted(map(str, results[0:3:2])) == ["None", "timed out"], "one of the two equal items"
-    assert results[3] == "not enqueued: queue full", "an earlier outcome is kept"
+    # the copy that was never enqueued keeps its outcome; the report is the other copy's
+    assert results[3:] == ["fenced", "not enqueued: queue full"]
 
 
 def test_every_item_sent_to_an_unreachable_broker_fails_with_its_reason() -> None:

@@ -13,6 +13,7 @@ from streams.agents import Drop, EventAgent, Forward, Reject, process
 from streams.codec import AvroRecordCodec, Undecodable, rejected_undecodable
 from streams.dedupe import table_key
 from streams.outbox import Outbox
+from tests.fakes import FakeTable, ScriptedPublisher
 
 WINDOW = 3600 * 1000
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -102,8 +103,6 @@ def test_undecodable_rejection_has_a_stable_id() -> None:
 
 
 def test_one_batch_dedupes_links_and_writes_each_table_entry_to_its_partition() -> None:
-    from tests.unit.test_streams_outbox import FakeTable, ScriptedPublisher
-
     linking = b'{"event":"user.signed_up","external_id":"e1","subject_type":"user",'
     linking += b'"subject_id":"u1","properties":{"anonymous_id":"a1"}}'
     records = [

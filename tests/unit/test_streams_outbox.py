@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,6 +10,7 @@ import pytest
 import streams.outbox as outbox_module
 from eventpipe.codec import REJECTED_EVENT, AvroCodec
 from streams.outbox import Outbox
+from tests.fakes import FakeTable, ScriptedPublisher
 
 CODEC = AvroCodec()
 
@@ -19,38 +18,6 @@ CODEC = AvroCodec()
 @pytest.fixture(autouse=True)
 def fast_retry(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(outbox_module, "RETRY_FIRST_S", 0.001)
-
-
-class ScriptedPublisher:
-    """Fails the first ``failures`` items it is handed; records what it acknowledged."""
-
-    def __init__(self, failures: int = 0, hang: bool = False) -> None:
-        self.failures, self.hang = failures, hang
-        self.acked: list[tuple[str, bytes]] = []
-        self.sent: list[tuple[str, bytes, bytes, int]] = []
-        self.on_publish: Callable[[], None] = lambda: None
-
-    async def publish(
-        self,
-        topic: str,
-        items: Sequence[tuple[bytes, bytes]],
-        partitions: Sequence[int] | None = None,
-    ) -> list[str | None]:
-        self.on_publish()
-        if self.hang:
-            await asyncio.sleep(3600)
-        out: list[str | None] = []
-        for i, (key, value) in enumerate(items):
-            if self.failures:
-                self.failures -= 1
-                out.append("timed out")
-            else:
-                self.acked.append((topic, key))
-                self.sent.append((topic, key, value, -1 if partitions is None else partitions[i]))
-                out.append(None)
-        return out
-
-    def close(self) -> None: ...
 
 
 def rejection(event_id: str, **over: Any) -> dict[str, Any]:
@@ -105,20 +72,6 @@ def test_a_rejection_that_cannot_be_encoded_still_goes_out_without_its_payload()
     assert publisher.acked == [("rejected", b"e1")]
 
 
-class FakeTable(dict[bytes, Any]):
-    """What ``Outbox.put`` uses of a Faust table: changelog topic, serializers, raw_update."""
-
-    key_serializer = "raw"
-    value_serializer = "json"
-
-    def __init__(self, changelog: str = "app-dedupe-changelog") -> None:
-        super().__init__()
-        self.changelog_topic = SimpleNamespace(get_topic_name=lambda: changelog)
-
-    def raw_update(self, entries: dict[bytes, Any]) -> None:
-        self.update(entries)
-
-
 def test_table_entries_follow_the_outputs_and_reach_the_table_only_once_acknowledged() -> None:
     publisher = ScriptedPublisher(failures=1)  # the first output fails once
     table = FakeTable()
@@ -156,3 +109,14 @@ def test_a_flush_cut_short_keeps_its_table_entries_out_of_the_table() -> None:
 
 def assert_empty(table: FakeTable) -> None:
     assert not table
+
+
+def test_get_sees_what_put_queued_before_the_table_does() -> None:
+    table = FakeTable()
+    table[b"old"] = 1
+    box = Outbox(ScriptedPublisher(), CODEC, "rejected")
+    box.put(table, b"k1", 2)
+    assert (box.get(table, b"k1"), box.get(table, b"old"), box.get(table, b"none")) == (2, 1, None)
+    assert b"k1" not in table
+    asyncio.run(box.flush())
+    assert table[b"k1"] == 2 and box.get(table, b"k1") == 2

@@ -1,0 +1,55 @@
+"""Fakes shared by the unit tests: a publisher whose sends succeed or fail as scripted, and
+the part of a Faust table the outbox uses."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from types import SimpleNamespace
+from typing import Any
+
+
+class ScriptedPublisher:
+    """Fails the first ``failures`` items it is handed; records what it acknowledged."""
+
+    def __init__(self, failures: int = 0, hang: bool = False) -> None:
+        self.failures, self.hang = failures, hang
+        self.acked: list[tuple[str, bytes]] = []
+        self.sent: list[tuple[str, bytes, bytes, int]] = []
+        self.on_publish: Callable[[], None] = lambda: None
+
+    async def publish(
+        self,
+        topic: str,
+        items: Sequence[tuple[bytes, bytes]],
+        partitions: Sequence[int] | None = None,
+    ) -> list[str | None]:
+        self.on_publish()
+        if self.hang:
+            await asyncio.sleep(3600)
+        out: list[str | None] = []
+        for i, (key, value) in enumerate(items):
+            if self.failures:
+                self.failures -= 1
+                out.append("timed out")
+            else:
+                self.acked.append((topic, key))
+                self.sent.append((topic, key, value, -1 if partitions is None else partitions[i]))
+                out.append(None)
+        return out
+
+    def close(self) -> None: ...
+
+
+class FakeTable(dict[bytes, Any]):
+    """What ``Outbox.put`` uses of a Faust table: changelog topic, serializers, raw_update."""
+
+    key_serializer = "raw"
+    value_serializer = "json"
+
+    def __init__(self, changelog: str = "app-dedupe-changelog") -> None:
+        super().__init__()
+        self.changelog_topic = SimpleNamespace(get_topic_name=lambda: changelog)
+
+    def raw_update(self, entries: dict[bytes, Any]) -> None:
+        self.update(entries)
