@@ -1,0 +1,47 @@
+"""The one retry policy: which failures are worth retrying, and how long to wait between tries.
+
+Every stage that retries (the worker's outbox, the sink's insert, topic creation, dev's worker
+supervisor) takes its backoff from :func:`backoff` and asks :func:`kafka_retryable` or
+:func:`clickhouse_retryable` whether a failure may pass on a later try.
+
+The split matters more than the waiting. A *retryable* failure (broker unreachable, a timeout,
+ClickHouse down) clears by itself, so the stage waits and tries again; the record is never
+dropped. A *permanent* failure (a record too large for the topic, a value that cannot be
+encoded, a row ClickHouse refuses for its content) fails the same way on every try, so retrying
+it would stop the stage for good behind one bad record: it becomes a ``rejected_events`` row with
+its stage and reason, and the stage moves on.
+"""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaError
+from tenacity import wait_exponential_jitter
+from tenacity.wait import wait_base
+
+FIRST_WAIT_S = 0.2
+MAX_WAIT_S = 5.0
+
+
+def backoff(first_s: float = FIRST_WAIT_S, max_s: float = MAX_WAIT_S) -> wait_base:
+    """Capped exponential backoff with jitter, so replicas that failed together do not retry
+    together."""
+    return wait_exponential_jitter(initial=first_s, max=max_s, jitter=first_s)
+
+
+KAFKA_PERMANENT = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+        KafkaError._INVALID_ARG,
+        KafkaError._KEY_SERIALIZATION,
+        KafkaError._VALUE_SERIALIZATION,
+        KafkaError.INVALID_REQUIRED_ACKS,
+    }
+)
+"""Produce errors that the same record gets on every try: it can never be stored in that topic."""
+
+
+def kafka_retryable(err: KafkaError) -> bool:
+    """Whether a failed produce of this record may succeed on a later try."""
+    return err.code() not in KAFKA_PERMANENT
