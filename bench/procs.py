@@ -12,13 +12,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from eventpipe.broker import BrokerProfile
 from eventpipe.embedded import TansuBroker, die_with_parent, stop_process
 from eventpipe.kafka import ensure_topics
 from eventpipe.settings import Settings
 
-SESSION_S = 2.0
-"""Tansu answers a group join after half the session timeout (ARCHITECTURE.md): keep it short."""
-HEARTBEAT_S = 0.5
 _TICK = os.sysconf("SC_CLK_TCK")
 REPO = Path(__file__).resolve().parent.parent
 """The checkout: children run ``-m bench.*`` from any working directory."""
@@ -28,8 +26,7 @@ def settings_for(bootstrap: str, prefix: str, **extra: Any) -> Settings:
     return Settings(
         kafka_bootstrap=bootstrap,
         topic_prefix=prefix,
-        kafka_session_timeout_s=SESSION_S,
-        kafka_heartbeat_interval_s=HEARTBEAT_S,
+        broker_profile=BrokerProfile.EMBEDDED,
         worker_id=f"{prefix}eventpipe",
         sink_group=f"{prefix}sink",
         **extra,
@@ -47,8 +44,7 @@ def child_env(settings: Settings | None = None, **extra: str) -> dict[str, str]:
         env.update(
             EVENTPIPE_KAFKA_BOOTSTRAP=settings.bootstrap,
             EVENTPIPE_TOPIC_PREFIX=settings.topic_prefix,
-            EVENTPIPE_KAFKA_SESSION_TIMEOUT_S=str(settings.kafka_session_timeout_s),
-            EVENTPIPE_KAFKA_HEARTBEAT_INTERVAL_S=str(settings.kafka_heartbeat_interval_s),
+            EVENTPIPE_BROKER_PROFILE=str(settings.profile),
             EVENTPIPE_WORKER_ID=settings.worker_id,
             EVENTPIPE_SINK_GROUP=settings.sink_group,
         )

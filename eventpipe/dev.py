@@ -25,6 +25,7 @@ from typing import Any
 
 import structlog
 
+from eventpipe.broker import BrokerProfile
 from eventpipe.codec import AvroCodec
 from eventpipe.embedded import TansuBroker, die_with_parent, free_port, stop_process
 from eventpipe.kafka import ensure_topics, producer_config
@@ -98,8 +99,9 @@ def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
     env.update(
         EVENTPIPE_WORKER_READY_FILE=str(_ready_file(settings)),
         EVENTPIPE_KAFKA_BOOTSTRAP=settings.bootstrap,
-        EVENTPIPE_KAFKA_SESSION_TIMEOUT_S=str(settings.kafka_session_timeout_s),
-        EVENTPIPE_KAFKA_HEARTBEAT_INTERVAL_S=str(settings.kafka_heartbeat_interval_s),
+        EVENTPIPE_BROKER_PROFILE=str(settings.profile),
+        EVENTPIPE_KAFKA_SESSION_TIMEOUT_S=str(settings.session_timeout_s),
+        EVENTPIPE_KAFKA_HEARTBEAT_INTERVAL_S=str(settings.heartbeat_interval_s),
         EVENTPIPE_DATA_DIR=str(settings.data_dir.resolve()),
         EVENTPIPE_TOPIC_PREFIX=settings.topic_prefix,
         EVENTPIPE_TOPIC_PARTITIONS=str(settings.topic_partitions),
@@ -122,13 +124,11 @@ def run_dev(settings: Settings) -> None:
             broker = TansuBroker()
             broker.start()
             stack.callback(broker.stop)
-            # Tansu answers a group join only after half the session timeout: keep it short
-            # (2 s / 0.5 s heartbeat) or the first worker waits ~32 s for its partitions.
+            # The embedded profile turns on the Tansu workarounds (eventpipe.broker).
             settings = settings.model_copy(
                 update={
                     "kafka_bootstrap": broker.bootstrap,
-                    "kafka_session_timeout_s": 2.0,
-                    "kafka_heartbeat_interval_s": 0.5,
+                    "broker_profile": settings.broker_profile or BrokerProfile.EMBEDDED,
                 }
             )
         settings = settings.model_copy(update={"admin_token": admin_token, "port": port})

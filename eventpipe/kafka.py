@@ -19,9 +19,6 @@ MESSAGE_MAX_BYTES = 1_000_000
 """The largest record (key + value) our producers send: librdkafka's default, said here so the
 edge's per-event limit (``Settings.max_event_bytes``) can stay below it."""
 
-FETCH_MAX_WAIT_MS = 100
-"""How long a consumer lets the broker hold an empty fetch (the worker's Faust consumer too)."""
-
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     """The edge's producer: acks=all, idempotent, and the murmur2 partitioner.
@@ -52,13 +49,13 @@ def consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, A
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
-        "session.timeout.ms": int(settings.kafka_session_timeout_s * 1000),
-        "heartbeat.interval.ms": int(settings.kafka_heartbeat_interval_s * 1000),
+        "session.timeout.ms": int(settings.session_timeout_s * 1000),
+        "heartbeat.interval.ms": int(settings.heartbeat_interval_s * 1000),
         "partition.assignment.strategy": "cooperative-sticky",
-        # Tansu does not answer a waiting fetch when data arrives: a record can wait out the
-        # whole fetch wait (500 ms by default) at each consumer. See streams/fetchwait.py.
-        "fetch.wait.max.ms": FETCH_MAX_WAIT_MS,
     }
+    fetch_wait_ms = settings.workarounds.fetch_wait_ms
+    if fetch_wait_ms is not None:
+        conf["fetch.wait.max.ms"] = fetch_wait_ms
     conf.update(extra)
     return conf
 

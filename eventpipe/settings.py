@@ -13,6 +13,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from eventpipe.broker import BrokerProfile, Workarounds, workarounds
+
 
 class ApiKeyConfig(BaseModel):
     """One API key, configured by its SHA-256 hex digest: the secret itself is never stored."""
@@ -34,6 +36,9 @@ class Settings(BaseSettings):
     schema_registry_url: str | None = None
     """Confluent-compatible registry. Unset: Avro single-object encoding (no registry)."""
     data_dir: Path = Path(".eventpipe")
+    broker_profile: BrokerProfile | None = None
+    """``embedded`` turns on the workarounds for the embedded Tansu broker (``eventpipe.broker``).
+    Unset: ``embedded`` when dev starts Tansu (no bootstrap), else ``kafka``."""
     topic_prefix: str = ""
     """Prepended to every topic name, so several pipelines (or test runs) can share a cluster."""
     topic_partitions: int = 4
@@ -60,9 +65,9 @@ class Settings(BaseSettings):
 
     # --- agents -----------------------------------------------------------------------------------
     dedupe_window_seconds: int = 24 * 3600
-    kafka_session_timeout_s: float = 10.0
-    """Consumer-group session timeout. Tansu answers a join after half of it: dev uses 2 s."""
-    kafka_heartbeat_interval_s: float = 3.0
+    kafka_session_timeout_s: float | None = None
+    """Consumer-group session timeout. Unset: the broker profile's (10 s on Kafka, 2 s embedded)."""
+    kafka_heartbeat_interval_s: float | None = None
     worker_id: str = "eventpipe"
 
     # --- sink ----------------------------------------------------------------------------------
@@ -76,6 +81,24 @@ class Settings(BaseSettings):
     @property
     def embedded_kafka(self) -> bool:
         return not self.kafka_bootstrap
+
+    @property
+    def profile(self) -> BrokerProfile:
+        if self.broker_profile is not None:
+            return self.broker_profile
+        return BrokerProfile.EMBEDDED if self.embedded_kafka else BrokerProfile.KAFKA
+
+    @property
+    def workarounds(self) -> Workarounds:
+        return workarounds(self.profile)
+
+    @property
+    def session_timeout_s(self) -> float:
+        return self.kafka_session_timeout_s or self.workarounds.session_timeout_s
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        return self.kafka_heartbeat_interval_s or self.workarounds.heartbeat_interval_s
 
     @property
     def bootstrap(self) -> str:

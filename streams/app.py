@@ -36,14 +36,20 @@ class App(faust.App):
       when table recovery completes (Faust's clears them: records lost until a restart). Faust
       builds ``flow_control`` lazily, when the first queue registers, so overriding the property
       puts every queue under the fixed event.
-    * ``streams.fetchwait``: its consumer waits at most 100 ms for an empty fetch, not 1.5 s.
+    * ``streams.fetchwait``: under the embedded broker profile its consumer waits at most
+      ``fetch_wait_ms`` for an empty fetch, not 1.5 s.
     """
+
+    fetch_wait_ms: int | None = None
+    """Set by ``create_app`` from the broker profile, before the transport is built."""
 
     @cached_property
     def flow_control(self) -> FlowControlEvent:
         return ResumeKeepsBuffers(loop=self.loop)
 
     def _new_transport(self) -> TransportT:
+        if self.fetch_wait_ms is None:
+            return super()._new_transport()
         return fetchwait.Transport(self.conf.broker_consumer, self)
 
 
@@ -64,9 +70,9 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         "store": "memory://",
         "web_enabled": False,
         "autodiscover": False,
-        # Tansu answers a group join after half the session timeout: dev keeps it short.
-        "broker_session_timeout": settings.kafka_session_timeout_s,
-        "broker_heartbeat_interval": settings.kafka_heartbeat_interval_s,
+        # Per broker profile (eventpipe.broker): Tansu answers a join after half the session.
+        "broker_session_timeout": settings.session_timeout_s,
+        "broker_heartbeat_interval": settings.heartbeat_interval_s,
         "topic_partitions": settings.topic_partitions,
         "topic_replication_factor": settings.topic_replication,
         # at_least_once keeps Faust's aiokafka producer non-idempotent: its InitProducerId
@@ -86,6 +92,7 @@ def create_app(settings: Settings, publisher: Publisher) -> faust.App:
     codec = AvroCodec(settings.schema_registry_url)  # refuses a registry, like the edge's
     register_codecs(codec)
     app = App(app_id(settings), **faust_config(settings))
+    app.fetch_wait_ms = settings.workarounds.fetch_wait_ms
     names = TopicNames.from_settings(settings)
 
     def topic(name: str, record: str) -> Any:

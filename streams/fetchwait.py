@@ -5,8 +5,8 @@ hard-coded. A broker holds an empty fetch up to that long and should answer as s
 arrives; Tansu does not wake a waiting fetch (measured: a record produced into an idle topic
 reached a consumer after 0.35 s at the median and 1.3 s at worst with a 1,500 ms wait, after
 1-4 ms with 50-500 ms). With two Faust hops per event, that was most of the pipeline's latency.
-:data:`FETCH_MAX_WAIT_MS` bounds it; on a real Kafka cluster a shorter wait only means more
-empty fetches while idle.
+The embedded broker profile's ``fetch_wait_ms`` bounds it (``eventpipe.broker``); under the
+``kafka`` profile this transport is not used and Faust keeps its own wait.
 """
 
 from __future__ import annotations
@@ -15,14 +15,18 @@ from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from eventpipe.kafka import FETCH_MAX_WAIT_MS
+FIXES_FAUST_VERSION = "0.15.3"
+"""The faust-streaming release this patch was written against and verified on: a test fails when
+the installed one differs, so the patch is re-checked (dropped if fixed upstream) on upgrade."""
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:  # an aiokafka consumer
         consumer = super()._create_worker_consumer(transport)
-        # aiokafka reads this when start() builds its fetcher, which has not happened yet.
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        wait = getattr(self.app, "fetch_wait_ms", None)  # streams.app.App's, from the profile
+        if wait is not None:
+            # aiokafka reads this when start() builds its fetcher, which has not happened yet.
+            consumer._fetch_max_wait_ms = wait
         return consumer
 
 
@@ -32,6 +36,7 @@ class _Consumer(faust_aiokafka.Consumer):
 
 
 class Transport(faust_aiokafka.Transport):
-    """The ``kafka://`` transport with :class:`_Consumer`; chosen by ``streams.app.App``."""
+    """The ``kafka://`` transport with :class:`_Consumer`; chosen by ``streams.app.App`` when
+    the broker profile sets a fetch wait."""
 
     Consumer = _Consumer

@@ -26,6 +26,10 @@ from __future__ import annotations
 
 from mode.utils.queues import FlowControlEvent
 
+FIXES_FAUST_VERSION = "0.15.3"
+"""The faust-streaming release this patch was written against and verified on: a test fails when
+the installed one differs, so the patch is re-checked (dropped if fixed upstream) on upgrade."""
+
 
 class ResumeKeepsBuffers(FlowControlEvent):
     """``FlowControlEvent`` whose ``resume()`` is a no-op (no clearing) when not suspended."""

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import faust
 import pytest
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
-from eventpipe.kafka import FETCH_MAX_WAIT_MS, producer_config
+from eventpipe.kafka import producer_config
 from eventpipe.publisher import KafkaPublisher
 from eventpipe.settings import Settings
 from streams.app import create_app
@@ -92,14 +90,3 @@ def test_remove_ready_file(tmp_path: Path) -> None:
     remove_ready_file(path)
     remove_ready_file(path)  # missing is fine
     assert not path.exists()
-
-
-def test_the_worker_consumer_waits_at_most_the_short_fetch_wait(app: faust.App) -> None:
-    """Faust hard-codes 1.5 s; on Tansu a record can wait that long at each hop."""
-
-    async def build() -> Any:
-        thread = app.consumer._thread  # type: ignore[attr-defined]
-        return thread._create_worker_consumer(app.transport)
-
-    consumer = asyncio.run(build())
-    assert consumer._fetch_max_wait_ms == FETCH_MAX_WAIT_MS < 1500
