@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
 
 import structlog
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay
 
+from eventpipe.retry import backoff
 from eventpipe.settings import Settings
 from eventpipe.topics import TopicNames
 
@@ -73,31 +74,37 @@ def create_topics(
     """
     admin = AdminClient({"bootstrap.servers": settings.bootstrap})
     wanted = list(topics)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            existing = set(admin.list_topics(timeout=5).topics)
-            missing = [t for t in wanted if t not in existing]
-            new = [
-                NewTopic(
-                    t, settings.topic_partitions, settings.topic_replication, config=config or {}
-                )
-                for t in missing
-            ]
-            for topic, fut in (admin.create_topics(new) if new else {}).items():
-                try:
-                    fut.result(timeout=10)
-                    log.info("topic created", topic=topic, partitions=settings.topic_partitions)
-                except KafkaException as exc:
-                    if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                        raise
-            return missing
-        except KafkaException as exc:
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"could not create topics {wanted} on {settings.bootstrap}: {exc}"
-                ) from exc
-            time.sleep(0.2)
+
+    def attempt() -> list[str]:
+        existing = set(admin.list_topics(timeout=5).topics)
+        missing = [t for t in wanted if t not in existing]
+        new = [
+            NewTopic(t, settings.topic_partitions, settings.topic_replication, config=config or {})
+            for t in missing
+        ]
+        for topic, fut in (admin.create_topics(new) if new else {}).items():
+            try:
+                fut.result(timeout=10)
+                log.info("topic created", topic=topic, partitions=settings.topic_partitions)
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise
+        return missing
+
+    try:
+        for try_ in Retrying(
+            retry=retry_if_exception_type(KafkaException),
+            wait=backoff(max_s=1.0),
+            stop=stop_after_delay(timeout_s),
+            reraise=True,
+        ):
+            with try_:
+                return attempt()
+    except KafkaException as exc:
+        raise RuntimeError(
+            f"could not create topics {wanted} on {settings.bootstrap}: {exc}"
+        ) from exc
+    raise AssertionError("unreachable: Retrying returns or raises")
 
 
 def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
