@@ -6,6 +6,7 @@ COPY eventpipe eventpipe
 COPY producers producers
 COPY streams streams
 COPY sinks sinks
+COPY launch launch
 COPY schemas schemas
 RUN pip install --no-cache-dir .
 USER nobody

@@ -42,7 +42,7 @@ def measure_worker(workdir: Path, events: int, say: Callable[[str], None]) -> di
         names = TopicNames.from_settings(settings)
         watcher = Watcher(settings.bootstrap, names.clean, settings.topic_partitions)
         say("agents: eventpipe worker running")
-        worker = spawn(["-m", "eventpipe", "worker"], child_env(settings), workdir / "worker.log")
+        worker = spawn(["-m", "launch", "worker"], child_env(settings), workdir / "worker.log")
         started = time.perf_counter()
         cpu: list[float] = []
         try:

@@ -36,7 +36,7 @@ class DevStack:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         env = child_env(None, EVENTPIPE_ADMIN_TOKEN=self.admin)
-        args = ["-m", "eventpipe", "dev", "--port", str(port), "--data-dir"]
+        args = ["-m", "launch", "dev", "--port", str(port), "--data-dir"]
         self.proc = spawn([*args, str(workdir / "e2e-data")], env, workdir / "e2e-dev.log")
         self.http = httpx.Client(base_url=self.url, timeout=60)
         deadline = time.monotonic() + 120

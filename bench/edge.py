@@ -54,7 +54,7 @@ def run(
         ]
         port = free_port()
         env = child_env(settings, EVENTPIPE_API_KEYS=json.dumps(keys))
-        edge = spawn(["-m", "eventpipe", "edge", "--port", str(port)], env, workdir / "edge.log")
+        edge = spawn(["-m", "launch", "edge", "--port", str(port)], env, workdir / "edge.log")
         try:
             wait_for_port("127.0.0.1", port, 60, edge)
             url = f"http://127.0.0.1:{port}"

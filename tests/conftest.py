@@ -213,7 +213,7 @@ def start_stack(data_dir: Path, env_extra: dict[str, str] | None = None) -> Stac
         [
             sys.executable,
             "-m",
-            "eventpipe",
+            "launch",
             "dev",
             "--port",
             str(port),

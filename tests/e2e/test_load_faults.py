@@ -133,7 +133,7 @@ def test_edge_sigterm_under_load_answers_2xx_only_for_what_kafka_has(
         ),
     )
     edge = subprocess.Popen(
-        [sys.executable, "-m", "eventpipe", "edge", "--port", str(port)],
+        [sys.executable, "-m", "launch", "edge", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=(tmp_path / "edge.log").open("wb"),

@@ -33,7 +33,7 @@ def dev(
     host: Annotated[str | None, typer.Option(help="HTTP bind address")] = None,
 ) -> None:
     """Run the whole pipeline: embedded Kafka and ClickHouse unless URLs are configured."""
-    from eventpipe.dev import run_dev
+    from launch.dev import run_dev
 
     run_dev(_settings(port=port, data_dir=data_dir, host=host))
 
@@ -110,7 +110,7 @@ def query(
 
 
 def _run_query(s: Settings, sql: str) -> tuple[list[str], list[list[Any]]]:
-    from eventpipe.dev import DevState
+    from launch.dev import DevState
 
     state = DevState.read(s.data_dir) if s.embedded_clickhouse else None
     if state is not None:

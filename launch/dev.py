@@ -107,7 +107,7 @@ def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
         EVENTPIPE_TOPIC_PARTITIONS=str(settings.topic_partitions),
     )
     return subprocess.Popen(
-        [sys.executable, "-m", "eventpipe", "worker"],
+        [sys.executable, "-m", "launch", "worker"],
         env=env,
         stdin=subprocess.DEVNULL,
         preexec_fn=die_with_parent(),

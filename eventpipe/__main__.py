@@ -1,3 +1,0 @@
-from eventpipe.cli import main
-
-main()
