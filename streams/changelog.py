@@ -1,7 +1,7 @@
 """Changelog preparation before a worker starts: create the topics, then write sentinels.
 
 Why sentinels: Tansu reports a partition's end offset as the first offset of its last batch + 1
-(ARCHITECTURE.md, "End-offset bug"), so Faust's table recovery stops before the last batch and
+(docs/architecture.md, "Broker profile"), so Faust's table recovery stops before the last batch and
 its keys are lost. Writing one sentinel record per changelog partition, as its own flushed
 batch, makes that last batch one record whose loss costs nothing. We chose this over
 ``recovery_buffer_size=1`` because it costs nothing at run time (the other costs ~24%
@@ -65,7 +65,9 @@ def write_sentinels(settings: Settings, topics: Iterable[str], timeout_s: float 
 
 
 def prepare_changelogs(settings: Settings, topics: Iterable[str]) -> None:
-    """Create the changelog topics and write their sentinels: call before the worker starts."""
+    """Create the changelog topics and, on the embedded broker, write their sentinels: call
+    before the worker starts. A real Kafka reports true end offsets (``eventpipe.broker``)."""
     wanted = list(topics)
     ensure_changelogs(settings, wanted)
-    write_sentinels(settings, wanted)
+    if settings.workarounds.changelog_sentinels:
+        write_sentinels(settings, wanted)

@@ -5,25 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import faust
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 from eventpipe.broker import BrokerProfile
+from eventpipe.embedded import TansuBroker
 from eventpipe.kafka import consumer_config, producer_config
 from eventpipe.publisher import KafkaPublisher
 from eventpipe.settings import Settings
 from streams import fetchwait, recovery
 from streams.app import create_app
+from streams.changelog import prepare_changelogs
 
 EMBEDDED = BrokerProfile.EMBEDDED
 KAFKA = BrokerProfile.KAFKA
 
 
 def _settings(profile: BrokerProfile | None, **extra: Any) -> Settings:
-    return Settings(kafka_bootstrap="127.0.0.1:9", broker_profile=profile, **extra)
+    return Settings(**{"kafka_bootstrap": "127.0.0.1:9", "broker_profile": profile, **extra})
 
 
 def test_the_profile_defaults_to_embedded_only_without_a_bootstrap() -> None:
@@ -90,3 +94,26 @@ def test_faust_patches_match_the_installed_faust(patch: Any) -> None:
     """Upgrading faust-streaming fails this: re-check the patch against the new release (is the
     bug still there? does the patched method still exist?), then move the version."""
     assert importlib.metadata.version("faust-streaming") == patch.FIXES_FAUST_VERSION
+
+
+@pytest.fixture(scope="module")
+def tansu() -> Iterator[TansuBroker]:
+    broker = TansuBroker()
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.mark.parametrize(("profile", "written"), [(EMBEDDED, 1), (KAFKA, 0)])
+def test_changelog_sentinels_are_written_on_the_embedded_broker_only(
+    tansu: TansuBroker, profile: BrokerProfile, written: int
+) -> None:
+    s = _settings(profile, kafka_bootstrap=tansu.bootstrap, topic_partitions=2)
+    topic = f"changelog-{profile}-{uuid.uuid4().hex[:8]}"
+    prepare_changelogs(s, [topic])
+    consumer = Consumer({"bootstrap.servers": tansu.bootstrap, "group.id": "unit"})
+    try:
+        ends = [consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1] for p in (0, 1)]
+    finally:
+        consumer.close()
+    assert ends == [written, written]
