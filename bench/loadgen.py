@@ -1,11 +1,26 @@
-"""The load generator: a separate process posting to the edge over loopback (httpx, asyncio).
+"""The load generator: a separate process posting to the edge over loopback (httpx).
 
-``max``: closed loop, ``--concurrency`` requests in flight until ``--requests`` are done (or the
-time limit); reports events/s, requests/s, p50/p99 request latency and its own CPU time, so a
-saturated generator is visible. ``paced``: batches of unique external ids at a fixed event rate
-for a fixed time; writes each batch's 2xx wall-clock time to ``--out`` (for end-to-end latency).
+    python -m bench.loadgen {max,paced,keyed} --url URL --key KEY [options]
 
-Request bodies are built before the clock starts. Prints one JSON object on stdout.
+``max`` (bench): closed loop, ``--concurrency`` requests in flight until ``--requests`` are done
+(or the time limit); reports events/s, requests/s, p50/p99 request latency and its own CPU time,
+so a saturated generator is visible. ``paced`` (bench): batches of unique external ids at a
+fixed event rate for a fixed time; writes each batch's 2xx wall-clock time to ``--out`` (for
+end-to-end latency). Both build their request bodies before the clock starts.
+
+``keyed`` (the fault tests): ``--workers`` threads send v2 batches of uniquely keyed events
+(``external_id`` = ``<run>-<worker>-<n>``) until ``--seconds`` are up, at most ``--rate``
+events/s in all. Every event id a 2xx reports is appended to ``--out`` as it arrives, so a test
+can act mid-run (``read_ids``, ``read_run``). With ``--retry`` a batch answered 503 (or cut by a
+dropped connection) is sent again, same body, until it is accepted, as a well-behaved client
+does: no new batch starts after the time is up, but a started one is retried for up to
+``--settle`` seconds more. A batch that ends without a 2xx has an unknown outcome: a 503 after a
+delivery timeout, or a cut connection, may still have reached Kafka (the contract is "2xx means
+stored; otherwise retry with the same keys, and dedupe makes it land once"). Its external ids
+are written as ``?<external_id>`` lines, so a test can tell such rows from a row nobody sent.
+The last line of ``--out`` is a JSON summary.
+
+Every mode prints one JSON object on stdout.
 """
 
 from __future__ import annotations
@@ -14,7 +29,10 @@ import argparse
 import asyncio
 import json
 import os
+import threading
 import time
+import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,10 +45,14 @@ BATCH_PATH = "/api/v2/events/batch"
 SINGLE_PATH = "/api/v2/events"
 
 
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
 def _client(url: str, key: str, concurrency: int) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         base_url=url,
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        headers={**_auth(key), "Content-Type": "application/json"},
         limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
         timeout=60.0,
     )
@@ -132,22 +154,143 @@ async def run_paced(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def run_keyed(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``keyed`` mode of the module docstring."""
+    out = Path(args.out).open("a", buffering=1)  # noqa: SIM115  # written by every worker
+    lock = threading.Lock()
+    stats: dict[str, int] = {
+        "batches": 0,
+        "accepted": 0,
+        "unavailable": 0,
+        "errors": 0,
+        "unresolved": 0,
+    }
+    deadline = time.monotonic() + args.seconds
+    give_up_at = deadline + (args.settle if args.retry else 0.0)
+    run_id = uuid.uuid4().hex[:8]
+
+    # Pacing: each worker sends one batch per period, so the total rate is bounded.
+    period = args.workers * args.batch / args.rate if args.rate else 0.0
+
+    def worker(w: int) -> None:
+        n = 0
+        next_at = time.monotonic()
+        with httpx.Client(base_url=args.url, timeout=30) as http:
+            while time.monotonic() < deadline:
+                if period:
+                    next_at += period
+                    time.sleep(max(0.0, next_at - time.monotonic()))
+                body = {
+                    "events": [
+                        {"event": "load.tick", "external_id": f"{run_id}-{w}-{n + i}"}
+                        for i in range(args.batch)
+                    ]
+                }
+                n += args.batch
+                accepted = False
+                while time.monotonic() < give_up_at:
+                    try:
+                        r = http.post(BATCH_PATH, json=body, headers=_auth(args.key))
+                    except httpx.TransportError:
+                        with lock:
+                            stats["errors"] += 1
+                        if not args.retry:
+                            break
+                        time.sleep(0.2)
+                        continue
+                    if r.status_code == 202:
+                        answer = r.json()
+                        ids = [d["uuid"] for d in answer["data"]]
+                        with lock:
+                            stats["batches"] += 1
+                            stats["accepted"] += len(ids)
+                            out.write("\n".join(ids) + "\n")
+                        # Events Kafka did not acknowledge in time: the rest of the batch, with
+                        # an unknown outcome; sent again (same keys) when retrying.
+                        left = [body["events"][e["index"]] for e in answer["errors"]]
+                        if not left:
+                            accepted = True
+                            break
+                        body = {"events": left}
+                        if not args.retry:
+                            break
+                        time.sleep(min(float(r.headers.get("Retry-After", "1")), 1.0))
+                        continue
+                    with lock:
+                        stats["unavailable" if r.status_code == 503 else "errors"] += 1
+                    if not args.retry or r.status_code != 503:
+                        break
+                    time.sleep(min(float(r.headers.get("Retry-After", "1")), 1.0))
+                if not accepted:
+                    with lock:
+                        stats["unresolved"] += len(body["events"])
+                        out.write("".join(f"?{e['external_id']}\n" for e in body["events"]))
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(args.workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out.write(json.dumps({"summary": stats}) + "\n")
+    out.close()
+    return stats
+
+
+def read_ids(path: Path) -> tuple[list[str], dict[str, int] | None]:
+    """A ``keyed`` run's accepted ids written so far, and the summary once the run has ended."""
+    ids, _, summary = read_run(path)
+    return ids, summary
+
+
+def read_run(path: Path) -> tuple[list[str], set[str], dict[str, int] | None]:
+    """A ``keyed`` run's accepted event ids, external ids of batches with an unknown outcome,
+    and the summary."""
+    if not path.exists():
+        return [], set(), None
+    ids: list[str] = []
+    unresolved: set[str] = set()
+    summary = None
+    for line in path.read_text().splitlines():
+        if line.startswith("{"):
+            summary = json.loads(line)["summary"]
+        elif line.startswith("?"):
+            unresolved.add(line[1:])
+        elif line:
+            ids.append(line)
+    return ids, unresolved, summary
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.loadgen")
-    p.add_argument("mode", choices=["max", "paced"])
-    p.add_argument("--url", required=True)
-    p.add_argument("--key", required=True)
-    p.add_argument("--kind", choices=["batch", "single"], default="batch")
-    p.add_argument("--batch", type=int, default=1000)
-    p.add_argument("--requests", type=int, default=100)
-    p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--time-limit", type=float, default=60.0)
-    p.add_argument("--rate", type=float, default=1000.0)
-    p.add_argument("--duration", type=float, default=10.0)
-    p.add_argument("--id-prefix", default="lat-")
-    p.add_argument("--out", default="/dev/null")
+    modes = p.add_subparsers(dest="mode", required=True)
+    for mode in ("max", "paced"):
+        m = modes.add_parser(mode)
+        m.add_argument("--url", required=True)
+        m.add_argument("--key", required=True)
+        m.add_argument("--kind", choices=["batch", "single"], default="batch")
+        m.add_argument("--batch", type=int, default=1000)
+        m.add_argument("--requests", type=int, default=100)
+        m.add_argument("--concurrency", type=int, default=8)
+        m.add_argument("--time-limit", type=float, default=60.0)
+        m.add_argument("--rate", type=float, default=1000.0)
+        m.add_argument("--duration", type=float, default=10.0)
+        m.add_argument("--id-prefix", default="lat-")
+        m.add_argument("--out", default="/dev/null")
+    k = modes.add_parser("keyed")
+    k.add_argument("--url", required=True)
+    k.add_argument("--key", required=True)
+    k.add_argument("--seconds", type=float, required=True)
+    k.add_argument("--out", required=True)
+    k.add_argument("--workers", type=int, default=4)
+    k.add_argument("--batch", type=int, default=100)
+    k.add_argument("--retry", action="store_true")
+    k.add_argument("--settle", type=float, default=60, help="s to finish retries after the time")
+    k.add_argument("--rate", type=float, default=0, help="events/s in all (0: as fast as possible)")
     args = p.parse_args()
-    result = asyncio.run(run_max(args) if args.mode == "max" else run_paced(args))
+    if args.mode == "keyed":
+        result = run_keyed(args)
+    else:
+        result = asyncio.run(run_max(args) if args.mode == "max" else run_paced(args))
     print(json.dumps(result), flush=True)
 
 

@@ -183,9 +183,6 @@ class AvroCodec:
         layout = tuple((f["name"], f["type"]) for f in json.loads(raw.text)["fields"])
         self._raw_header = MAGIC + raw.fingerprint if layout == _RAW_LAYOUT else None
 
-    def schema(self, record: str) -> Any:
-        return self._newest[record].parsed
-
     def encode(self, record: str, value: dict[str, Any]) -> bytes:
         """``record`` is the full name, e.g. ``eventpipe.RawEvent``."""
         s = self._newest[record]

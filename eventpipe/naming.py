@@ -28,6 +28,16 @@ from enum import StrEnum
 
 SNAKE_CASE = re.compile(r"^[a-z][a-z0-9_]*$")
 MAX_PART_LENGTH = 64
+
+# The same rules as JSON-schema patterns, for the edge's OpenAPI document;
+# tests/unit/test_openapi.py checks that the document accepts exactly the names this accepts.
+_PART = f"[a-z][a-z0-9_]{{0,{MAX_PART_LENGTH - 1}}}"
+PART_PATTERN = f"^{_PART}$"
+"""One part: ``event_type`` and ``action`` (preferred), and a legacy ``event_type`` as a whole."""
+FLAT_PATTERN = f"^[a-z][a-z0-9]{{0,{MAX_PART_LENGTH - 1}}}_{_PART}$"
+"""A name without ``.`` or ``:``, split at its first ``_`` (unified, or legacy if also a part)."""
+UNIFIED_PATTERN = f"^{_PART}[.:]{_PART}$|{FLAT_PATTERN}"
+"""A unified ``event`` (and the v1 and named dialects' one-string names)."""
 SUNSET = "2026-09-01"
 
 

@@ -1,108 +1,150 @@
-"""The edge's OpenAPI 3 document (served at ``GET /openapi.json``): the six ingestion endpoints.
+"""The edge's OpenAPI 3.1 document (served at ``GET /openapi.json``): the six ingestion endpoints.
 
-Request schemas follow the seed documents (000 = v2, 003 = v1, 001 = named) and the limits of
-``eventpipe.dialects.common``; the schemas are the contract clients read, while the dialect
-parsers stay the one place the rules are enforced (this module only imports their constants).
+The request schemas are generated from the types the dialect parsers decode into
+(``eventpipe.dialects``), whose annotations carry the limits and name patterns of
+``eventpipe.dialects.common`` and ``eventpipe.naming``: one source for the parsers and the
+document. Two things are added here, each a rule the parsers' code enforces and a type cannot
+state: ``_CROSS_FIELD`` (which fields must come together), and a short view of the free-form
+objects (``_DOCUMENTED_FREE_FORM``). The responses have no types (the handlers build dicts), so
+their schemas are written here.
 """
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from eventpipe.dialects.common import MAX_DEPTH, MAX_ID_LENGTH, MAX_KEYS, MAX_STRING_LENGTH
-from eventpipe.naming import MAX_PART_LENGTH
-
-NAME_PART = f"^[a-z][a-z0-9_]{{0,{MAX_PART_LENGTH - 1}}}$"
-UNIFIED_NAME = "^[a-z][a-z0-9_]*[.:_][a-z][a-z0-9_]*$"
+from eventpipe.dialects.common import (
+    MAX_DEPTH,
+    MAX_KEYS,
+    MAX_STRING_LENGTH,
+    FreeForm,
+)
+from eventpipe.dialects.named import NamedEvent
+from eventpipe.dialects.v1 import MAX_KEY_LENGTH, V1Event
+from eventpipe.dialects.v2 import V2Event
+from eventpipe.naming import FLAT_PATTERN
 
 Schema = dict[str, Any]
 
-
-def _ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _id(description: str) -> Schema:
-    return {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": MAX_ID_LENGTH,
-        "nullable": True,
-        "description": description,
-    }
-
-
-FREE_FORM: Schema = {
-    "type": "object",
-    "additionalProperties": True,
-    "maxProperties": MAX_KEYS,
-    "description": (
-        f"Free-form JSON: at most {MAX_DEPTH} levels deep, {MAX_KEYS} keys per event, strings "
-        f"of at most {MAX_STRING_LENGTH} characters, integers within int64, finite numbers, no "
-        "duplicate keys."
-    ),
-}
-
-V2_EVENT: Schema = {
-    "type": "object",
-    "additionalProperties": False,
-    "description": "One of `event` (unified) or `event_type` (+ `action`, preferred) is required.",
-    "properties": {
-        "event": {"type": "string", "pattern": UNIFIED_NAME, "example": "user.signed_up"},
-        "event_type": {"type": "string", "pattern": NAME_PART, "example": "project"},
-        "action": {"type": "string", "pattern": NAME_PART, "example": "created"},
-        "subject_type": {"type": "string", "enum": ["user", "account", "subscription"]},
-        "subject_id": _id("who the event is about; with subject_type user, the user id"),
-        "occurred_at": {"type": "string", "format": "date-time", "nullable": True},
-        "properties": {**FREE_FORM, "nullable": True},
-        "metadata": {**FREE_FORM, "nullable": True, "description": "alias of properties"},
-        "external_id": _id("idempotency key, scoped by product and source"),
-    },
-}
-
-V1_EVENT: Schema = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["event", "timestamp"],
-    "description": "`user_id` or `anonymous_id` is required.",
-    "properties": {
-        "event": {"type": "string", "pattern": UNIFIED_NAME, "example": "paywall_viewed"},
-        "timestamp": {"type": "string", "format": "date-time"},
-        "user_id": _id("backend user id"),
-        "anonymous_id": _id("pre-login device or session id"),
-        "properties": {**FREE_FORM, "nullable": True},
-    },
-}
-
-NAMED_EVENT: Schema = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["name", "data"],
-    "properties": {
-        "name": {"type": "string", "pattern": UNIFIED_NAME, "example": "ticket.updated"},
-        "data": FREE_FORM,
-        "user": {
-            **FREE_FORM,
-            "nullable": True,
-            "description": "`external_id` (string or integer), `anonymous_id`, attributes",
+_DOCUMENTED_FREE_FORM = Annotated[
+    dict[str, Any],
+    msgspec.Meta(
+        description=(
+            f"Free-form JSON: at most {MAX_DEPTH} levels deep, {MAX_KEYS} keys per event, "
+            f"strings of at most {MAX_STRING_LENGTH} characters, integers within int64, finite "
+            "numbers, no duplicate keys."
+        ),
+        extra_json_schema={
+            "maxProperties": MAX_KEYS,
+            "propertyNames": {"maxLength": MAX_STRING_LENGTH},
         },
-        "v": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}\.\d{2}$", "nullable": True},
-        "ts": {"type": "integer", "format": "int64", "minimum": 0, "nullable": True},
+    ),
+]
+"""How the document shows ``FreeForm``: its own schema spells out each of its ten levels (780 KB,
+0.3 s to generate per field), so the document states the limits in words instead."""
+
+_NULL: Schema = {"type": "null"}
+_NOT_NULL: Schema = {"not": _NULL}
+
+_CROSS_FIELD: dict[str, Schema] = {
+    # eventpipe.naming.normalize: a unified `event`, or `event_type` with `action` (preferred),
+    # or a flat `event_type` alone (legacy), which must also be one part (PART_PATTERN).
+    "V2Event": {
+        "anyOf": [
+            {
+                "required": ["event"],
+                "properties": {"event": _NOT_NULL, "event_type": _NULL, "action": _NULL},
+            },
+            {
+                "required": ["event_type", "action"],
+                "properties": {"event": _NULL, "event_type": _NOT_NULL, "action": _NOT_NULL},
+            },
+            {
+                "required": ["event_type"],
+                "properties": {
+                    "event": _NULL,
+                    "event_type": {"type": "string", "pattern": FLAT_PATTERN},
+                    "action": _NULL,
+                },
+            },
+        ],
+        # dialects.v2.parse: `metadata` is an alias of `properties`, not a second object.
+        "not": {
+            "required": ["properties", "metadata"],
+            "properties": {"properties": _NOT_NULL, "metadata": _NOT_NULL},
+        },
+    },
+    # dialects.v1.parse: one of the two ids (400 names user_id).
+    "V1Event": {
+        "anyOf": [
+            {"required": ["user_id"], "properties": {"user_id": _NOT_NULL}},
+            {"required": ["anonymous_id"], "properties": {"anonymous_id": _NOT_NULL}},
+        ]
     },
 }
+
+_FIELD_NOTES = {
+    ("V2Event", "metadata"): "alias of properties (give one of them)",
+    ("V2Event", "properties"): "`anonymous_id` links it to the user subject; `traits`: attributes",
+    ("V1Event", "properties"): "`traits` (an object): user attributes",
+    ("NamedEvent", "user"): "`external_id` (string or integer), `anonymous_id`, attributes",
+}
+
+
+def _documented(struct: type[msgspec.Struct]) -> type[msgspec.Struct]:
+    """``struct`` as the document shows it: the same fields, free-form ones typed for it."""
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    for f in msgspec.structs.fields(struct):
+        t = _DOCUMENTED_FREE_FORM if f.type == FreeForm else f.type
+        if typing.get_args(f.type) == (FreeForm, type(None)):
+            t = _DOCUMENTED_FREE_FORM | None
+        fields.append((f.name, t) if f.required else (f.name, t, f.default))
+    return msgspec.defstruct(
+        struct.__name__,
+        fields,
+        forbid_unknown_fields=struct.__struct_config__.forbid_unknown_fields,
+    )
+
+
+def _batch(name: str, event: type[msgspec.Struct], max_events: int) -> type[msgspec.Struct]:
+    """A batch body: ``{"events": [...]}`` (``dialects.common.Batch``), then each event parsed."""
+    events = Annotated[list[event], msgspec.Meta(min_length=1, max_length=max_events)]  # type: ignore[valid-type]
+    return msgspec.defstruct(name, [("events", events)], forbid_unknown_fields=True)
+
+
+def request_schemas(max_events: int) -> dict[str, Schema]:
+    """The request bodies' schemas by component name, with ``#/components/schemas/`` refs."""
+    events = {
+        name: _documented(t)
+        for name, t in (("V2", V2Event), ("V1", V1Event), ("Named", NamedEvent))
+    }
+    types = [*events.values(), *(_batch(f"{n}Batch", t, max_events) for n, t in events.items())]
+    _, schemas = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
+    for name, rules in _CROSS_FIELD.items():
+        schemas[name].update(rules)
+    for (name, field), note in _FIELD_NOTES.items():
+        schemas[name]["properties"][field]["description"] = note
+    return schemas
+
+
+def _nullable(type_: str, **more: Any) -> Schema:
+    return {"type": [type_, "null"], **more}
+
 
 ERROR: Schema = {
     "type": "object",
     "required": ["error", "message"],
     "properties": {
-        "error": {"type": "string", "example": "validation_error"},
+        "error": {"type": "string", "examples": ["validation_error"]},
         "message": {"type": "string"},
-        "field": {"type": "string", "nullable": True, "description": "the request field at fault"},
+        "field": _nullable("string", description="the request field at fault"),
     },
 }
 
@@ -115,10 +157,10 @@ V2_DATA: Schema = {
         "action": {"type": "string"},
         "canonical_name": {"type": "string"},
         "source": {"type": "string"},
-        "subject_type": {"type": "string", "nullable": True},
-        "subject_id": {"type": "string", "nullable": True},
+        "subject_type": _nullable("string"),
+        "subject_id": _nullable("string"),
         "occurred_at": {"type": "string", "format": "date-time"},
-        "external_id": {"type": "string", "nullable": True},
+        "external_id": _nullable("string"),
     },
 }
 
@@ -132,7 +174,7 @@ V2_BATCH_RESULT: Schema = {
         "rejected": {"type": "integer"},
         "errors": {"type": "array", "items": {"type": "object", "properties": {
             "index": {"type": "integer"},
-            "field": {"type": "string", "nullable": True},
+            "field": _nullable("string"),
             "reason": {"type": "string"},
             "retryable": {"type": "boolean"},
         }}},
@@ -161,6 +203,10 @@ V1_BATCH_RESULT: Schema = {
 RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
 
 
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
 def _error(description: str, headers: dict[str, Any] | None = None) -> Schema:
     out: Schema = {
         "description": description,
@@ -169,17 +215,6 @@ def _error(description: str, headers: dict[str, Any] | None = None) -> Schema:
     if headers:
         out["headers"] = headers
     return out
-
-
-def _batch(event: str, max_events: int) -> Schema:
-    return {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["events"],
-        "properties": {
-            "events": {"type": "array", "minItems": 1, "maxItems": max_events, "items": _ref(event)}
-        },
-    }
 
 
 def _operation(summary: str, request: str, ok: str, *, idempotency: bool = False) -> Schema:
@@ -207,7 +242,7 @@ def _operation(summary: str, request: str, ok: str, *, idempotency: bool = False
                 "name": "Idempotency-Key",
                 "in": "header",
                 "required": False,
-                "schema": {"type": "string", "minLength": 1, "maxLength": 180},
+                "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
             }
         ]
     return op
@@ -216,7 +251,7 @@ def _operation(summary: str, request: str, ok: str, *, idempotency: bool = False
 def openapi(max_events: int = 1000) -> dict[str, Any]:
     """The document; ``max_events`` is the configured batch limit."""
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {"title": "eventpipe edge", "version": "1"},
         "security": [{"bearerAuth": []}],
         "paths": {
@@ -236,21 +271,16 @@ def openapi(max_events: int = 1000) -> dict[str, Any]:
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
             "schemas": {
+                **request_schemas(max_events),
                 "Error": ERROR,
-                "V2Event": V2_EVENT,
-                "V2Batch": _batch("V2Event", max_events),
                 "V2Result": {
                     "type": "object",
                     "required": ["data"],
                     "properties": {"data": V2_DATA},
                 },
                 "V2BatchResult": V2_BATCH_RESULT,
-                "V1Event": V1_EVENT,
-                "V1Batch": _batch("V1Event", max_events),
                 "V1Result": V1_RESULT,
                 "V1BatchResult": V1_BATCH_RESULT,
-                "NamedEvent": NAMED_EVENT,
-                "NamedBatch": _batch("NamedEvent", max_events),
             },
         },
     }

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -219,9 +219,3 @@ class EventWriter:
     def insert_avro(self, table: Table, container: bytes) -> None:
         """Insert an Avro object container whose records are ``table``'s record."""
         self.client.raw_insert(table.name, list(table.columns), insert_block=container, fmt="Avro")
-
-    def insert_events(self, records: Iterable[Mapping[str, Any]]) -> None:
-        self.insert_rows(EVENTS, [EVENTS.row(r) for r in records])
-
-    def insert_rejected(self, records: Iterable[Mapping[str, Any]]) -> None:
-        self.insert_rows(REJECTED, [REJECTED.row(r) for r in records])

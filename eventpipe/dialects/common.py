@@ -48,7 +48,7 @@ import msgspec
 from eventpipe.errors import InvalidEvent
 from eventpipe.event import from_ms
 from eventpipe.event import to_ms as epoch_ms
-from eventpipe.naming import EventName, InvalidName, normalize
+from eventpipe.naming import UNIFIED_PATTERN, EventName, InvalidName, normalize
 
 T = TypeVar("T")
 
@@ -69,6 +69,21 @@ MAX_ECHO = 120  # characters of a client's value an error message repeats
 Int64 = Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)]
 Text = Annotated[str, msgspec.Meta(max_length=MAX_STRING_LENGTH)]
 _Scalar = None | bool | Int64 | float | Text
+
+# Field types that carry their rules into the edge's OpenAPI document (``producers/openapi.py``
+# generates it from the dialects' types). Only ``extra_json_schema``, description and examples:
+# msgspec writes them into the schema and checks none of them, so these rules stay checked by
+# the code below and ``eventpipe.naming``, with their messages, in their order.
+Id = Annotated[str, msgspec.Meta(extra_json_schema={"minLength": 1, "maxLength": MAX_ID_LENGTH})]
+"""An id, held to 1 to ``MAX_ID_LENGTH`` characters by ``check_id``."""
+Timestamp = Annotated[
+    datetime,
+    msgspec.Meta(
+        description="ISO 8601; without a zone, UTC", extra_json_schema={"format": "date-time"}
+    ),
+]
+UnifiedName = Annotated[str, msgspec.Meta(extra_json_schema={"pattern": UNIFIED_PATTERN})]
+"""A one-string event name (``noun.action``), split and checked by ``event_name``."""
 
 
 def _nested(levels: int) -> Any:

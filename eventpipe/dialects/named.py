@@ -10,12 +10,15 @@ time.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
 from eventpipe.dialects.common import (
+    MAX_MS,
+    MIN_MS,
     FreeForm,
+    UnifiedName,
     check_id,
     check_ms,
     clip,
@@ -28,12 +31,24 @@ from eventpipe.event import ParsedEvent
 VERSION = re.compile(r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])\.\d{2}$")
 
 
+Version = Annotated[
+    str, msgspec.Meta(examples=["2021-09-15.01"], extra_json_schema={"pattern": VERSION.pattern})
+]
+EpochMs = Annotated[
+    int,
+    msgspec.Meta(
+        description="epoch milliseconds; absent, the receive time",
+        extra_json_schema={"format": "int64", "minimum": MIN_MS, "exclusiveMaximum": MAX_MS},
+    ),
+]
+
+
 class NamedEvent(msgspec.Struct, forbid_unknown_fields=True):
-    name: str
+    name: Annotated[UnifiedName, msgspec.Meta(examples=["ticket.updated"])]
     data: FreeForm
     user: FreeForm | None = None
-    v: str | None = None
-    ts: int | None = None
+    v: Version | None = None
+    ts: EpochMs | None = None
 
 
 def parse(payload: bytes, received_at_ms: int) -> ParsedEvent:

@@ -8,12 +8,15 @@ external id (see ``idempotency_external_id``).
 
 from __future__ import annotations
 
-from datetime import datetime
+from typing import Annotated
 
 import msgspec
 
 from eventpipe.dialects.common import (
     FreeForm,
+    Id,
+    Timestamp,
+    UnifiedName,
     check_id,
     decode_event,
     event_name,
@@ -23,12 +26,17 @@ from eventpipe.dialects.common import (
 from eventpipe.errors import InvalidEvent
 from eventpipe.event import ParsedEvent
 
+MAX_KEY_LENGTH = 180
+"""Characters of an ``Idempotency-Key`` header (after stripping blanks)."""
+
 
 class V1Event(msgspec.Struct, forbid_unknown_fields=True):
-    event: str
-    timestamp: datetime
-    user_id: str | None = None
-    anonymous_id: str | None = None
+    event: Annotated[UnifiedName, msgspec.Meta(examples=["paywall_viewed"])]
+    timestamp: Timestamp
+    user_id: Annotated[Id, msgspec.Meta(description="backend user id")] | None = None
+    anonymous_id: (
+        Annotated[Id, msgspec.Meta(description="pre-login device or session id")] | None
+    ) = None
     properties: FreeForm | None = None
 
 
@@ -59,6 +67,6 @@ def idempotency_external_id(key: str | None, index: int | None) -> str | None:
     if key is None:
         return None
     key = key.strip()
-    if not key or len(key) > 180:
-        raise InvalidEvent("must be 1 to 180 characters", field="Idempotency-Key")
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise InvalidEvent(f"must be 1 to {MAX_KEY_LENGTH} characters", field="Idempotency-Key")
     return key if index is None else f"{key}:{index}"

@@ -10,13 +10,15 @@ would otherwise silently become "now". Free-form data belongs in ``properties``.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 from eventpipe.dialects.common import (
     FreeForm,
+    Id,
+    Timestamp,
+    UnifiedName,
     anonymous_id_property,
     check_id,
     decode_event,
@@ -26,20 +28,34 @@ from eventpipe.dialects.common import (
 )
 from eventpipe.errors import InvalidEvent
 from eventpipe.event import ParsedEvent
+from eventpipe.naming import PART_PATTERN
 
 SubjectType = Literal["user", "account", "subscription"]
+EventType = Annotated[
+    str,
+    msgspec.Meta(
+        description="with action, the noun; alone, a legacy flat name (deprecated)",
+        examples=["project"],
+        extra_json_schema={"pattern": PART_PATTERN},
+    ),
+]
+Action = Annotated[
+    str, msgspec.Meta(examples=["created"], extra_json_schema={"pattern": PART_PATTERN})
+]
+SubjectId = Annotated[Id, msgspec.Meta(description="who the event is about; for a user, its id")]
+ExternalId = Annotated[Id, msgspec.Meta(description="idempotency key, per product and source")]
 
 
 class V2Event(msgspec.Struct, forbid_unknown_fields=True):
-    event: str | None = None
-    event_type: str | None = None
-    action: str | None = None
+    event: Annotated[UnifiedName, msgspec.Meta(examples=["user.signed_up"])] | None = None
+    event_type: EventType | None = None
+    action: Action | None = None
     subject_type: SubjectType | None = None
-    subject_id: str | None = None
-    occurred_at: datetime | None = None
+    subject_id: SubjectId | None = None
+    occurred_at: Timestamp | None = None
     properties: FreeForm | None = None
     metadata: FreeForm | None = None
-    external_id: str | None = None
+    external_id: ExternalId | None = None
 
 
 def parse(payload: bytes, received_at_ms: int) -> ParsedEvent:

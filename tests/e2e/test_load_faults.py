@@ -1,6 +1,6 @@
 """Faults under load, from a second process on loopback: what got a 2xx is in ClickHouse, once.
 
-Each test starts its own stack (it breaks a part of it) and drives it with ``tests.e2e.loadgen``
+Each test starts its own stack (it breaks a part of it) and drives it with ``bench.loadgen keyed``
 in a subprocess, bounded in time.
 """
 
@@ -13,15 +13,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Collection
 from pathlib import Path
 
 import httpx
 import pytest
 
+from bench.loadgen import read_ids, read_run
 from eventpipe.embedded import free_port
 from tests.conftest import Stack, pause
-from tests.e2e.loadgen import read_ids, read_run
+from tests.load import assert_landed_once, loadgen, wait_until
 
 pytestmark = [
     pytest.mark.fault,
@@ -29,56 +29,6 @@ pytestmark = [
         {"EVENTPIPE_KAFKA_DELIVERY_TIMEOUT_MS": "2000", "EVENTPIPE_RETRY_AFTER_SECONDS": "1"}
     ),
 ]
-
-
-def loadgen(url: str, key: str, seconds: float, out: Path, *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.e2e.loadgen",
-            "--url",
-            url,
-            "--key",
-            key,
-            "--seconds",
-            str(seconds),
-            "--out",
-            str(out),
-            *extra,
-        ],
-        stdout=subprocess.DEVNULL,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-
-
-def wait_until(pred: object, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not pred():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
-def assert_landed_once(
-    stack: Stack, product: str, accepted: list[str], unknown: Collection[str] = ()
-) -> None:
-    """Every accepted id is in ClickHouse exactly once. Any other row must come from a batch
-    whose outcome the client could not know (``unknown`` external ids: a 503 after a delivery
-    timeout, a cut connection), never from nowhere."""
-    assert len(set(accepted)) == len(accepted), "the edge gave one id to two events"
-    want = set(accepted)
-    rows = stack.wait_for(
-        f"SELECT event_id, external_id FROM events FINAL WHERE product = '{product}'",
-        lambda rs: want <= {r["event_id"] for r in rs},
-        timeout_s=180,
-    )
-    # FINAL keeps one row per event id, so a copy under the same id cannot show here; one
-    # event landing twice would be its external id under two ids.
-    external = [r["external_id"] for r in rows if r["external_id"] is not None]
-    assert len(external) == len(set(external)), "an event landed twice, under two ids"
-    extra = [r for r in rows if r["event_id"] not in want]
-    from_nowhere = [r for r in extra if r["external_id"] not in unknown]
-    assert not from_nowhere, f"{len(from_nowhere)} rows nobody sent: {from_nowhere[:5]}"
 
 
 def test_broker_paused_mid_load_loses_and_doubles_nothing(own_stack: Stack, tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 dedupe still holds across the restart (its table recovered from the changelog).
 
 Starts its own stack; ``eventpipe dev`` restarts a worker that died. Load comes from a second
-process on loopback (``tests.e2e.loadgen``), bounded in time and rate.
+process on loopback (``bench.loadgen keyed``), bounded in time and rate.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.loadgen import read_ids, read_run
 from tests.conftest import Stack
-from tests.e2e.loadgen import read_ids, read_run
-from tests.e2e.test_load_faults import assert_landed_once, loadgen, wait_until
+from tests.load import assert_landed_once, loadgen, wait_until
 
 pytestmark = pytest.mark.fault
 

@@ -26,6 +26,7 @@ from sinks.clickhouse import (
     MIGRATIONS_DIR,
     REJECTED,
     EventWriter,
+    Table,
     connect,
     migrate,
     migration_files,
@@ -83,6 +84,11 @@ def clean(product: str, event_id: str, **over: Any) -> dict[str, Any]:
     }
     rec.update(over)
     return rec
+
+
+def insert(client: Client, table: Table, records: list[dict[str, Any]]) -> None:
+    """The sink's row path (``Table.row``, then ``EventWriter.insert_rows``) for some records."""
+    EventWriter(client).insert_rows(table, [table.row(r) for r in records])
 
 
 # --- migrations -------------------------------------------------------------------------------
@@ -149,9 +155,8 @@ def test_migrations_use_no_database_name() -> None:
 
 
 def test_same_event_id_twice_is_one_row_with_final(client: Client, product: str) -> None:
-    writer = EventWriter(client)
-    writer.insert_events([clean(product, "evt_1", person_id="anon")])
-    writer.insert_events([clean(product, "evt_1", person_id="u1"), clean(product, "evt_2")])
+    insert(client, EVENTS, [clean(product, "evt_1", person_id="anon")])
+    insert(client, EVENTS, [clean(product, "evt_1", person_id="u1"), clean(product, "evt_2")])
     q = f"SELECT event_id, person_id FROM events {{}} WHERE product = '{product}' ORDER BY event_id"
     assert len(client.query(q.format("")).result_rows) == 3
     # The newest insert wins (version column inserted_at): a replay through newer rules replaces.
@@ -162,7 +167,7 @@ def test_event_roundtrips_through_avro_and_clickhouse(client: Client, product: s
     codec = AvroCodec()
     rec = clean(product, "evt_rt", external_id="ext", subject_type="user", version="2")
     _, decoded = codec.decode(codec.encode(CLEAN_EVENT, rec))
-    EventWriter(client).insert_events([decoded])
+    insert(client, EVENTS, [decoded])
     row = client.query(
         f"SELECT occurred_at, external_id, subject_type, version, properties "
         f"FROM events FINAL WHERE product = '{product}'"
@@ -173,7 +178,9 @@ def test_event_roundtrips_through_avro_and_clickhouse(client: Client, product: s
 
 
 def test_rejected_rows_keep_binary_payload(client: Client, product: str) -> None:
-    EventWriter(client).insert_rejected(
+    insert(
+        client,
+        REJECTED,
         [
             {
                 "event_id": "x",
@@ -185,7 +192,7 @@ def test_rejected_rows_keep_binary_payload(client: Client, product: str) -> None
                 "received_at": 1_700_000_000_000,
                 "payload": b"\xc3\x01\xff\x00",
             }
-        ]
+        ],
     )
     rows = client.query(
         f"SELECT hex(payload), field, stage FROM rejected_events WHERE product = '{product}'"
@@ -198,7 +205,7 @@ def test_readonly_client_cannot_write_and_does_not_affect_writer(
 ) -> None:
     with pytest.raises(Exception, match="readonly"):
         readonly.command(f"INSERT INTO events (event_id, product) VALUES ('x', '{product}')")
-    EventWriter(client).insert_events([clean(product, "evt_ok")])
+    insert(client, EVENTS, [clean(product, "evt_ok")])
     q = f"SELECT count() FROM events WHERE product = '{product}'"
     assert readonly.query(q).result_rows == [(1,)]
 
