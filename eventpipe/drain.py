@@ -82,6 +82,9 @@ class Offsets:
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "enable.partition.eof": True,
+                # The end of a partition is then its high watermark, not the last stable offset
+                # (the same here: nothing writes transactionally).
+                "isolation.level": "read_uncommitted",
                 "fetch.wait.max.ms": FETCH_MAX_WAIT_MS,
             }
         )

@@ -1,17 +1,20 @@
 """eventpipe.drain: the end offsets it reads are the real ones on Tansu (whose watermark is not),
-and its lag and at-risk figures. A real embedded broker, started here (~0.2 s)."""
+when a drain is done, and its lag and at-risk figures. A real embedded broker, started here
+(~0.2 s)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from eventpipe.drain import Lag, Offsets, lag
+from eventpipe.drain import Lag, Offsets, Outcome, drain, lag
 from eventpipe.embedded import TansuBroker
-from eventpipe.kafka import create_topics
+from eventpipe.kafka import create_topics, ensure_topics
 from eventpipe.settings import Settings
+from eventpipe.topics import TopicNames
 
 
 @pytest.fixture
@@ -88,3 +91,76 @@ def test_events_at_risk_are_raw_clean_and_rejected_not_links() -> None:
     assert left.events == 10
     assert left.sink == 9
     assert left.fields()["events_left"] == 10
+
+
+def commit(bootstrap: str, group: str, offsets: dict[tuple[str, int], int]) -> None:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        consumer.commit(offsets=tps, asynchronous=False)
+    finally:
+        consumer.close()
+
+
+@pytest.fixture
+def pipeline(broker: TansuBroker) -> tuple[Settings, dict[tuple[str, int], int]]:
+    """The pipeline's topics (2 partitions) with records in raw and clean; returns the settings
+    and the real ends (from the delivery reports) of the partitions written."""
+    settings = Settings(kafka_bootstrap=broker.bootstrap, topic_partitions=2)
+    ensure_topics(settings)
+    names = TopicNames.from_settings(settings)
+    ends = {
+        (names.raw, 0): produce_batches(broker.bootstrap, names.raw, 0, [20, 5]),
+        (names.raw, 1): produce_batches(broker.bootstrap, names.raw, 1, [3]),
+        (names.clean, 0): produce_batches(broker.bootstrap, names.clean, 0, [12, 6]),
+    }
+    return settings, ends
+
+
+def test_drain_is_done_once_both_groups_committed_the_real_ends(
+    pipeline: tuple[Settings, dict[tuple[str, int], int]],
+) -> None:
+    settings, ends = pipeline
+    raw = {tp: e for tp, e in ends.items() if tp[0] == "events.raw"}
+    commit(settings.bootstrap, "worker", raw)
+    commit(
+        settings.bootstrap, settings.sink_group, {("events.clean", 0): ends[("events.clean", 0)]}
+    )
+    result = drain(settings, threading.Event(), worker_group="worker", timeout_s=30)
+    assert result.outcome is Outcome.DRAINED
+    assert result.lag == Lag(raw=0, clean=0, rejected=0, identities=0)
+
+
+def test_drain_is_not_fooled_by_tansus_short_watermark(
+    pipeline: tuple[Settings, dict[tuple[str, int], int]],
+) -> None:
+    settings, ends = pipeline
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": "x"})
+    watermarks = {
+        tp: consumer.get_watermark_offsets(TopicPartition(*tp), timeout=5)[1] for tp in ends
+    }
+    consumer.close()
+    assert all(watermarks[tp] < ends[tp] for tp in ends if ends[tp] > 1), watermarks
+    # Both groups at the watermark: a drain that trusted it would be done.
+    raw = {tp: w for tp, w in watermarks.items() if tp[0] == "events.raw"}
+    commit(settings.bootstrap, "worker", raw)
+    clean = {tp: w for tp, w in watermarks.items() if tp[0] == "events.clean"}
+    commit(settings.bootstrap, settings.sink_group, clean)
+    result = drain(settings, threading.Event(), worker_group="worker", timeout_s=1)
+    assert result.outcome is Outcome.TIMED_OUT
+    raw_short = sum(ends[tp] - w for tp, w in raw.items())
+    clean_short = sum(ends[tp] - w for tp, w in clean.items())
+    assert result.lag == Lag(raw=raw_short, clean=clean_short, rejected=0, identities=0)
+    assert (raw_short, clean_short) == (4 + 2, 6 - 1)
+
+
+def test_a_forced_drain_stops_at_once_with_what_is_left(
+    pipeline: tuple[Settings, dict[tuple[str, int], int]],
+) -> None:
+    settings, ends = pipeline
+    forced = threading.Event()
+    forced.set()
+    result = drain(settings, forced, worker_group="worker", timeout_s=60)
+    assert result.outcome is Outcome.FORCED
+    assert result.lag is not None
+    assert result.lag.events == sum(ends.values())
