@@ -165,6 +165,12 @@ def run_dev(settings: Settings) -> None:
                 result = reader.query(sql)
             return list(result.column_names), [list(row) for row in result.result_rows]
 
+        # The worker's consumer group, which the drain reads, is its Faust app id. Imported here
+        # (at start, so a stop cannot fail on it), not at the top: ``eventpipe query`` imports
+        # this module and has no use for Faust.
+        from streams.app import app_id
+
+        worker_group = app_id(settings)
         worker = WorkerSupervisor(settings)
         worker.start()
         stack.callback(worker.stop)
@@ -212,7 +218,7 @@ def run_dev(settings: Settings) -> None:
             serve(app, settings.host, port, shutdown)
             log.info("shutting down: HTTP stopped", forced=shutdown.forced.is_set())
             publisher.close()
-            drained = _drain(settings, shutdown, embedded=broker is not None)
+            drained = _drain(settings, shutdown, worker_group, embedded=broker is not None)
             grace = None if drained else FORCED_STOP_S
             worker.stop(grace)
             stop_sink.set()
@@ -223,19 +229,15 @@ def run_dev(settings: Settings) -> None:
         raise SystemExit(1)
 
 
-def _drain(settings: Settings, shutdown: Shutdown, *, embedded: bool) -> bool:
+def _drain(settings: Settings, shutdown: Shutdown, worker_group: str, *, embedded: bool) -> bool:
     """Drain the embedded broker (see ``eventpipe.drain``); True if nothing is left in it."""
     if not embedded:
         log.info("external Kafka: no drain; the worker and the sink resume from their commits")
         return True
-    # Imported here, not at the top: it imports Faust, which the edge has no use for while it
-    # serves. The worker's group is its Faust app id.
-    from streams.app import app_id
-
     result = drain(
         settings,
         shutdown.forced,
-        worker_group=app_id(settings),
+        worker_group=worker_group,
         timeout_s=settings.drain_timeout_seconds,
     )
     return result.outcome is Outcome.DRAINED
