@@ -59,9 +59,14 @@ def wait_for_port(host: str, port: int, timeout_s: float, proc: subprocess.Popen
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within ``timeout_s``."""
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout_s``.
+
+    A paused process (fault tests SIGSTOP one) ignores SIGTERM until it is continued: it is
+    continued first, so it stops cleanly rather than being killed after the timeout.
+    """
     if proc.poll() is not None:
         return
+    proc.send_signal(signal.SIGCONT)
     proc.terminate()
     try:
         proc.wait(timeout_s)

@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     sink_flush_interval_s: float = 0.5
     sink_group: str = "eventpipe-sink"
 
+    # --- dev ------------------------------------------------------------------------------------
+    drain_timeout_seconds: float = 120.0
+    """How long a stopping ``eventpipe dev`` on the embedded broker waits for the worker and the
+    sink to process what the edge acknowledged (``eventpipe.drain``) before it stops anyway."""
+
     log_level: str = "info"
     log_json: bool = False
 

@@ -5,8 +5,22 @@ One process runs the edge (uvicorn) and the sink (a thread), and owns the chDB d
 worker runs as a child process, as it would in production. With ``EVENTPIPE_KAFKA_BOOTSTRAP`` /
 ``EVENTPIPE_CLICKHOUSE_URL`` set, the same code runs against those and nothing embedded starts.
 
-Shutdown order (Ctrl-C or SIGTERM): stop accepting HTTP, flush the producer, stop the sink
-(its last batch is inserted and committed or left uncommitted), stop the worker, stop the broker.
+Shutdown (Ctrl-C or SIGTERM), in this order:
+
+1. stop taking HTTP: the listener closes, in-flight requests finish and get their answer;
+2. flush the edge's producer (every 2xx was acknowledged already; this settles the rest);
+3. with the embedded broker, drain (``eventpipe.drain``): wait until the worker and the sink have
+   processed everything in ``events.raw`` and in the worker's output topics, at most
+   ``EVENTPIPE_DRAIN_TIMEOUT_SECONDS``, with a progress line every second. The broker keeps
+   topics in memory, so what they have not processed when it stops is lost. With an external
+   Kafka (``EVENTPIPE_KAFKA_BOOTSTRAP``) there is no drain: the topics and the groups' committed
+   offsets survive, and the next worker and sink resume where these stopped;
+4. stop the worker, then the sink (its last batch is inserted and committed, or left
+   uncommitted to be read again), then the broker.
+
+A second Ctrl-C or SIGTERM, at any point of this, forces the stop: the drain ends with a log line
+of how many acknowledged events may be lost (its last lag figure), and so does a drain that
+timed out. ``dev`` then exits with status 1; after a complete drain, 0.
 """
 
 from __future__ import annotations
@@ -27,13 +41,14 @@ import structlog
 
 from eventpipe.broker import BrokerProfile
 from eventpipe.codec import AvroCodec
+from eventpipe.drain import Outcome, drain
 from eventpipe.embedded import TansuBroker, die_with_parent, free_port, stop_process
 from eventpipe.kafka import ensure_topics, producer_config
 from eventpipe.publisher import KafkaPublisher
 from eventpipe.settings import Settings
 from producers.app import create_app
 from producers.auth import KeyStore, new_key
-from producers.server import serve
+from producers.server import Shutdown, serve
 from sinks.clickhouse import connect, migrate
 from sinks.sink import Sink
 
@@ -41,6 +56,9 @@ log = structlog.get_logger(__name__)
 
 STATE_FILE = "dev.json"
 WORKER_READY_TIMEOUT_S = 120.0
+SINK_STOP_S = 30.0
+FORCED_STOP_S = 5.0
+"""How long a forced stop gives the worker to exit on SIGTERM before it is killed."""
 DEV_PRODUCT = "dev"
 
 
@@ -147,6 +165,12 @@ def run_dev(settings: Settings) -> None:
                 result = reader.query(sql)
             return list(result.column_names), [list(row) for row in result.result_rows]
 
+        # The worker's consumer group, which the drain reads, is its Faust app id. Imported here
+        # (at start, so a stop cannot fail on it), not at the top: ``eventpipe query`` imports
+        # this module and has no use for Faust.
+        from streams.app import app_id
+
+        worker_group = app_id(settings)
         worker = WorkerSupervisor(settings)
         worker.start()
         stack.callback(worker.stop)
@@ -157,7 +181,7 @@ def run_dev(settings: Settings) -> None:
         sink = Sink(settings, writer, codec)
         sink_thread = threading.Thread(target=sink.run, args=(stop_sink,), name="sink")
         sink_thread.start()
-        stack.callback(sink_thread.join, 30)
+        stack.callback(sink_thread.join, SINK_STOP_S)
         stack.callback(stop_sink.set)
 
         publisher = KafkaPublisher(producer_config(settings))
@@ -184,11 +208,39 @@ def run_dev(settings: Settings) -> None:
             f"  kafka:        {settings.bootstrap}{' (embedded Tansu)' if broker else ''}\n"
             f"  clickhouse:   {settings.clickhouse_dsn}\n"
             f'  query:        eventpipe query "SELECT count() FROM events"\n'
-            "  Ctrl-C stops everything.",
+            "  Ctrl-C stops everything (after draining what the edge acknowledged; twice: now).",
             flush=True,
         )
-        serve(app, settings.host, port)
-        log.info("shutting down")
+        shutdown = Shutdown()
+        # Installed until the end: a second signal must reach the drain and the stops below
+        # (the default SIGTERM would end the process with the broker's topics unprocessed).
+        with shutdown.installed():
+            serve(app, settings.host, port, shutdown)
+            log.info("shutting down: HTTP stopped", forced=shutdown.forced.is_set())
+            publisher.close()
+            drained = _drain(settings, shutdown, worker_group, embedded=broker is not None)
+            grace = None if drained else FORCED_STOP_S
+            worker.stop(grace)
+            stop_sink.set()
+            sink_thread.join(SINK_STOP_S)
+            if broker is not None:
+                broker.stop()
+    if not drained:
+        raise SystemExit(1)
+
+
+def _drain(settings: Settings, shutdown: Shutdown, worker_group: str, *, embedded: bool) -> bool:
+    """Drain the embedded broker (see ``eventpipe.drain``); True if nothing is left in it."""
+    if not embedded:
+        log.info("external Kafka: no drain; the worker and the sink resume from their commits")
+        return True
+    result = drain(
+        settings,
+        shutdown.forced,
+        worker_group=worker_group,
+        timeout_s=settings.drain_timeout_seconds,
+    )
+    return result.outcome is Outcome.DRAINED
 
 
 class WorkerSupervisor:
@@ -245,7 +297,11 @@ class WorkerSupervisor:
             time.sleep(0.05)
         log.warning("worker not ready; serving anyway", waited_s=timeout_s)
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float | None = None) -> None:
+        """SIGTERM the worker (Faust commits on the way out); SIGKILL after ``timeout_s``."""
         self._stopping.set()
         if self._proc is not None:
-            stop_process(self._proc)
+            if timeout_s is None:
+                stop_process(self._proc)
+            else:
+                stop_process(self._proc, timeout_s)

@@ -1,9 +1,14 @@
 """Running the edge's ASGI app under uvicorn, with a shutdown that lets our cleanup run.
 
 uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, which ends the process before the
-caller's own cleanup (flushing the Kafka producer, stopping the sink and the worker). Here a
-signal only asks the server to stop: in-flight requests finish (each awaits its Kafka ack), then
-``serve`` returns and the caller cleans up and exits 0. A second SIGINT forces the exit.
+caller's own cleanup (flushing the Kafka producer, draining and stopping the sink and the
+worker). Here a signal only asks the server to stop: the listener closes (new connections are
+refused), in-flight requests finish (each awaits its Kafka ack) and get their answer, then
+``serve`` returns and the caller cleans up. A second SIGINT or SIGTERM forces the stop.
+
+The two steps live in :class:`Shutdown`, not in the server, so that a caller whose stop goes on
+after the server returned (``eventpipe dev`` drains the pipeline) can install it around its
+whole stop: the second signal then reaches the drain as well.
 """
 
 from __future__ import annotations
@@ -11,33 +16,88 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 
 import uvicorn
 from starlette.applications import Starlette
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-class _Server(uvicorn.Server):
+
+class Shutdown:
+    """Ctrl-C / SIGTERM in two steps: the first requests a graceful stop, the second forces it.
+
+    The handler only sets events (the owner logs what it does about them): a signal handler
+    that wrote to stdout while the main thread was writing there could raise "reentrant call".
+    """
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self.forced = threading.Event()
+
+    def on_signal(self, sig: int, _frame: object) -> None:
+        if self.requested.is_set():
+            self.forced.set()
+        self.requested.set()
+
     @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
+    def installed(self) -> Iterator[Shutdown]:
+        """Handle SIGINT and SIGTERM while inside; the previous handlers come back after."""
         if threading.current_thread() is not threading.main_thread():
-            yield
+            yield self  # signals reach the main thread only; its owner handles them
             return
-        handled = (signal.SIGINT, signal.SIGTERM)
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in handled}
+        previous = {sig: signal.signal(sig, self.on_signal) for sig in SIGNALS}
         try:
-            yield
+            yield self
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def _on_signal(self, sig: int, _frame: object) -> None:
-        if self.should_exit and sig == signal.SIGINT:
-            self.force_exit = True
-        self.should_exit = True
+
+class _Server(uvicorn.Server):
+    """uvicorn's ``should_exit``/``force_exit`` flags read and write the :class:`Shutdown`.
+
+    uvicorn checks both flags in its own loops (serving, then waiting for connections and
+    tasks during its shutdown), so mapping them covers every phase without a watcher task.
+    """
+
+    def __init__(self, config: uvicorn.Config, shutdown: Shutdown) -> None:
+        self._shutdown = shutdown  # before uvicorn's __init__, which sets both flags
+        super().__init__(config)
+
+    @property  # type: ignore[override]  # an attribute in uvicorn
+    def should_exit(self) -> bool:
+        return self._shutdown.requested.is_set()
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        if value:
+            self._shutdown.requested.set()
+
+    @property  # type: ignore[override]
+    def force_exit(self) -> bool:
+        return self._shutdown.forced.is_set()
+
+    @force_exit.setter
+    def force_exit(self, value: bool) -> None:
+        if value:
+            self._shutdown.forced.set()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # The Shutdown's handlers are in place (see serve); uvicorn's would re-raise the signal.
+        yield
 
 
-def serve(app: Starlette, host: str, port: int) -> None:
-    """Serve until SIGINT/SIGTERM, then return after in-flight requests are answered."""
+def serve(app: Starlette, host: str, port: int, shutdown: Shutdown | None = None) -> None:
+    """Serve until SIGINT/SIGTERM, then return after in-flight requests are answered.
+
+    With ``shutdown``, its owner has installed it (``Shutdown.installed``) and signals are its
+    business; without, one is installed for the time the server runs.
+    """
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
-    _Server(config).run()
+    if shutdown is not None:
+        _Server(config, shutdown).run()
+        return
+    with Shutdown().installed() as own:
+        _Server(config, own).run()
