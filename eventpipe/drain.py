@@ -53,7 +53,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
-from eventpipe.kafka import FETCH_MAX_WAIT_MS
+from eventpipe.broker import BrokerProfile, workarounds
 from eventpipe.settings import Settings
 from eventpipe.topics import TopicNames
 
@@ -85,7 +85,8 @@ class Offsets:
                 # The end of a partition is then its high watermark, not the last stable offset
                 # (the same here: nothing writes transactionally).
                 "isolation.level": "read_uncommitted",
-                "fetch.wait.max.ms": FETCH_MAX_WAIT_MS,
+                # Only dev's embedded broker is drained (docs/architecture.md, "Broker profile").
+                "fetch.wait.max.ms": workarounds(BrokerProfile.EMBEDDED).fetch_wait_ms,
             }
         )
 
