@@ -1,6 +1,6 @@
 """The HTTP edge: ``create_app(...)`` receives every dependency; there are no module globals.
 
-Routes: the dialects (Segment's Tracking API in `producers.segment`), health, Prometheus metrics, the OpenAPI document, and (only when an
+Routes: the three dialects, health, Prometheus metrics, the OpenAPI document, and (only when an
 admin token is configured) ``/admin/keys`` to mint (POST) and revoke (DELETE) workspace keys and
 ``/admin/query`` for read-only SQL. The query route exists because one process owns a chDB
 directory: ``eventpipe query`` reaches the embedded ClickHouse through the process that owns it.
