@@ -62,13 +62,16 @@ _UNPARSED = EventName("segment", "unparsed", NameFormat.SEGMENT)
 
 
 class _Batch(msgspec.Struct):
-    """A batch body; other top-level fields are ignored (``writeKey`` is read, never kept)."""
+    """A batch body; other top-level fields are ignored (``writeKey`` is read, never kept).
+
+    The shared fields are checked by the dialect, in each message's envelope: a bad one is each
+    message's rejection (``rejected_events``), not a 400."""
 
     batch: list[msgspec.Raw]
-    context: dict[str, Any] | None = None
-    integrations: dict[str, Any] | None = None
-    sentAt: str | None = None
-    writeKey: str | None = None
+    context: Any = None
+    integrations: Any = None
+    sentAt: Any = None
+    writeKey: Any = None
 
 
 def edge_parse(payload: bytes, received_at_ms: int) -> ParsedEvent:

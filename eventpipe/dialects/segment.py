@@ -87,7 +87,9 @@ _ENCODE = msgspec.json.Encoder()
 
 
 def shared_bytes(context: Any, integrations: Any, sent_at: Any) -> bytes:
-    """A batch's shared part, encoded once per request for :func:`envelope` (None: absent)."""
+    """A batch's shared part, encoded once per request for :func:`envelope` (None: absent).
+
+    Any JSON value: ``parse`` checks it (``Shared``) for each message."""
     return _ENCODE.encode(
         {
             k: v

@@ -203,3 +203,11 @@ def test_the_write_key_never_reaches_an_envelope() -> None:
     assert _without_write_key(b'{"a": 1}') == b'{"a": 1}'
     assert json.loads(_without_write_key(b'{"writeKey": "ep_x", "a": 1}')) == {"a": 1}
     assert segment.shared_bytes(None, None, None) == b"{}"
+
+
+def test_a_bad_shared_field_is_each_messages_error() -> None:
+    message = json.dumps({"type": "track", "event": "a b", "userId": "u"}).encode()
+    for shared, field in (({"context": 5}, "context"), ({"sentAt": 1}, "sentAt")):
+        with pytest.raises(InvalidEvent) as exc:
+            segment.parse(segment.envelope(message, shared=json.dumps(shared).encode()), RECEIVED)
+        assert exc.value.field == field
