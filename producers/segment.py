@@ -140,7 +140,10 @@ def _batch(ingest: Ingest, max_events: int) -> Handler:
         if not envelope.batch:
             return json_response(SUCCESS)
         shared = segment.shared_bytes(envelope.context, envelope.integrations, envelope.sentAt)
-        room = segment.MAX_MESSAGE_BYTES - len(shared) + 2  # "{}" is no context at all
+        # The batch's context and integrations count against each message (they are merged into
+        # it); its sentAt does not: a message the SDK sized at its limit still fits.
+        merged = segment.shared_bytes(envelope.context, envelope.integrations, None)
+        room = segment.MAX_MESSAGE_BYTES - len(merged) + 2  # "{}" is no context at all
         payloads = []
         for i, raw in enumerate(envelope.batch):
             message = bytes(raw)

@@ -141,3 +141,13 @@ def test_over_the_rate_limit_is_a_429_with_retry_after(stack: Stack) -> None:
     assert r.status_code == 429
     assert int(r.headers["Retry-After"]) >= 1
     assert r.json()["code"] == "rate_limited"
+
+
+def test_a_message_at_the_sdk_limit_fits_in_a_batch(stack: Stack, ws: Workspace) -> None:
+    message = {"type": "track", "event": "a b", "userId": "u", "properties": {"x": ""}}
+    pad = MAX_MESSAGE_BYTES - len(json.dumps(message))
+    message["properties"] = {"x": "a" * pad}
+    assert len(json.dumps(message)) == MAX_MESSAGE_BYTES
+    body = {"batch": [message], "sentAt": _iso(datetime.now(UTC)), "writeKey": ws.key}
+    assert _post(ws, "/v1/batch", body).status_code == 200
+    stack.wait_for(f"SELECT 1 FROM events WHERE product = '{ws.product}'", lambda rs: len(rs) == 1)
