@@ -17,12 +17,37 @@ Rules (document ``000``):
 
 Both parts must match ``^[a-z][a-z0-9_]*$`` and be at most ``MAX_PART_LENGTH`` characters; the
 canonical name is ``f"{event_type}_{action}"``.
+
+Segment names (dialect ``segment``, format ``segment``) are free-form ("Order Completed"), and an
+SDK's event is never refused for its name: :func:`segment_name` maps any string onto a valid name
+(the original is kept in the event, ``properties.$segment.event``):
+
+1. case-folded, accents dropped (NFKD, then ASCII only): ``Café Visited`` -> ``cafe visited``;
+2. every run of characters other than ``a-z``, ``0-9``, ``.`` and ``:`` (spaces, ``-``, ``/``,
+   ``_``, punctuation) becomes one ``_``, and ``_`` at either end or beside a ``.``/``:`` is
+   dropped: ``Order Completed``, ``order-completed`` and ``ORDER_COMPLETED`` are all
+   ``order_completed``;
+3. one word gets the action ``tracked``: ``Login`` -> ``login_tracked``;
+4. then the unified split above: ``Order Completed`` -> (order, completed), ``Checkout Step
+   Viewed`` -> (checkout, step_viewed), ``user.signed_up`` -> (user, signed_up), so a name
+   already written by our rules keeps its canonical name;
+5. when that still breaks the rules (nothing left after step 1, as in ``購入完了``; a part that
+   starts with a digit, ``3D Model Viewed``; a part over 64 characters), the name is
+   (``segment``, ``h`` + 12 hex digits of the original name's BLAKE2b hash): stable, and distinct
+   per original name, which the event keeps.
+
+Segment's other calls have fixed names (``SEGMENT_CALLS``): identify ``user_identified``, alias
+``user_aliased``, group ``group_identified``, page ``page_viewed``, screen ``screen_viewed``. A
+track call named "Page Viewed" shares ``page_viewed`` with page calls; ``$segment.type`` tells
+them apart.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -45,6 +70,7 @@ class NameFormat(StrEnum):
     PREFERRED = "preferred"
     UNIFIED = "unified"
     LEGACY = "legacy"
+    SEGMENT = "segment"
 
 
 class InvalidName(ValueError):
@@ -132,3 +158,41 @@ def normalize(
         _check_part("event_type", "action", event_type[cut + 1 :]),
         NameFormat.LEGACY,
     )
+
+
+SEGMENT_CALLS: dict[str, EventName] = {
+    call: EventName(event_type, action, NameFormat.SEGMENT)
+    for call, (event_type, action) in {
+        "identify": ("user", "identified"),
+        "alias": ("user", "aliased"),
+        "group": ("group", "identified"),
+        "page": ("page", "viewed"),
+        "screen": ("screen", "viewed"),
+    }.items()
+}
+"""The names of Segment's calls other than track, which carry no event name of their own."""
+
+_NOT_NAME = re.compile(r"[^a-z0-9.:]+")
+_STRAY = re.compile(r"_*([.:])_*")
+
+
+def segment_slug(name: str) -> str:
+    """Steps 1 and 2 of the Segment rule (module docstring)."""
+    folded = unicodedata.normalize("NFKD", name.casefold()).encode("ascii", "ignore").decode()
+    return _STRAY.sub(r"\1", _NOT_NAME.sub("_", folded)).strip("_")
+
+
+@functools.lru_cache(maxsize=4096)
+def segment_name(name: str) -> EventName:
+    """A Segment track call's free-form name as a valid name: never raises (module docstring).
+
+    Cached like ``normalize``: an SDK repeats a handful of names."""
+    slug = segment_slug(name)
+    if slug and not any(sep in slug for sep in "._:"):
+        slug += "_tracked"
+    try:
+        event_type, action = split_unified(slug)
+    except InvalidName:
+        digest = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
+        event_type, action = "segment", f"h{digest}"
+    return EventName(event_type, action, NameFormat.SEGMENT)

@@ -27,7 +27,7 @@ from eventpipe.errors import EventpipeError, InvalidEvent, Unauthorized
 from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings
 from eventpipe.topics import TopicNames
-from producers import named, openapi, v1, v2
+from producers import named, openapi, segment, v1, v2
 from producers.auth import KeyStore, RateLimiter, new_key
 from producers.ingest import Ingest, error_response, json_response
 
@@ -156,6 +156,7 @@ def create_app(
         Route("/v1/batch/events", _guard(v1_batch), methods=["POST"]),
         Route("/named/events", _guard(named_single), methods=["POST"]),
         Route("/named/events/batch", _guard(named_batch), methods=["POST"]),
+        *segment.routes(ingest, settings.max_batch_events),
         Route("/healthz", health, methods=["GET"]),
         Route("/openapi.json", openapi.endpoint(settings.max_batch_events), methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

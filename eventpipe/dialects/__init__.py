@@ -8,13 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from eventpipe.dialects import named, v1, v2
+from eventpipe.dialects import named, segment, v1, v2
 from eventpipe.errors import InvalidEvent
 from eventpipe.event import ParsedEvent
 
 Parser = Callable[[bytes, int], ParsedEvent]
 
-PARSERS: dict[str, Parser] = {"v2": v2.parse, "v1": v1.parse, "named": named.parse}
+PARSERS: dict[str, Parser] = {
+    "v2": v2.parse,
+    "v1": v1.parse,
+    "named": named.parse,
+    "segment": segment.parse,
+}
 
 
 def parse(dialect: str, payload: bytes, received_at_ms: int) -> ParsedEvent:

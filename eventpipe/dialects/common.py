@@ -23,7 +23,9 @@ Before any of this the edge (``producers/ingest.py``) refuses a Content-Type oth
 ``application/json`` (charset utf-8 when one is given) and any Content-Encoding but identity, so
 it never decompresses and there is no gzip bomb; a body over ``EVENTPIPE_MAX_BODY_BYTES`` is a 413
 and a batch over ``EVENTPIPE_MAX_BATCH_EVENTS`` events a 400. Every breach is ``InvalidEvent``
-(400, ``field`` naming where), never a 5xx.
+(400, ``field`` naming where), never a 5xx. The Segment routes (``producers/segment.py``) differ
+as Segment's SDKs need: any Content-Type, gzip decompressed at most to Segment's 500 KB, and its
+limits (``eventpipe.dialects.segment``) answered with a 400.
 
 Cost. The batch path is the hot path, so a valid event pays only C-speed work
 (``decode_event``): one untyped msgspec decode, one re-encode to count colons, and a typed
