@@ -287,9 +287,8 @@ class Ingest:
                     {"index": i, "field": None, "reason": "unavailable", "retryable": True}
                 )
             else:
-                out.errors.append(
-                    {"index": i, "field": None, "reason": self.failed(failure).message}
-                )
+                reason = self.failed(failure).message
+                out.errors.append({"index": i, "field": None, "reason": reason, "retryable": False})
         if staged and not out.accepted and out.retryable:
             raise self.unavailable()  # else every event was refused for good: a 400 batch
         EVENTS.labels(dialect, "accepted").inc(len(out.accepted))

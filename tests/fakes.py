@@ -20,8 +20,8 @@ TOO_LARGE = Failure(
 
 class ScriptedPublisher:
     """Fails the first ``failures`` items it is handed as a retryable timeout, and for good
-    (``TOO_LARGE``, as librdkafka does) every item over ``max_bytes`` or sent to a topic of
-    ``refuse_topics``; records what it acknowledged."""
+    (``refusal``: by default ``TOO_LARGE``, as librdkafka does) every item over ``max_bytes``
+    or sent to a topic of ``refuse_topics``; records what it acknowledged."""
 
     def __init__(
         self,
@@ -29,9 +29,10 @@ class ScriptedPublisher:
         hang: bool = False,
         max_bytes: int | None = None,
         refuse_topics: frozenset[str] = frozenset(),
+        refusal: Failure = TOO_LARGE,
     ) -> None:
         self.failures, self.hang = failures, hang
-        self.max_bytes, self.refuse_topics = max_bytes, refuse_topics
+        self.max_bytes, self.refuse_topics, self.refusal = max_bytes, refuse_topics, refusal
         self.refused: list[tuple[str, bytes]] = []
         self.acked: list[tuple[str, bytes]] = []
         self.sent: list[tuple[str, bytes, bytes, int]] = []
@@ -51,7 +52,7 @@ class ScriptedPublisher:
             too_large = self.max_bytes is not None and len(key) + len(value) > self.max_bytes
             if too_large or topic in self.refuse_topics:
                 self.refused.append((topic, key))
-                out.append(TOO_LARGE)
+                out.append(self.refusal)
             elif self.failures:
                 self.failures -= 1
                 out.append(TIMED_OUT)
