@@ -39,10 +39,12 @@ EVENTS = Counter("eventpipe_edge_events_total", "Events by outcome", ["dialect",
 CLEAN_GROWTH = 18
 CLEAN_SLACK = 2_000
 """A bound on the clean record an event becomes: at most ``CLEAN_GROWTH`` times its raw record
-plus ``CLEAN_SLACK`` bytes. Its ``properties`` and ``traits`` are re-encoded parts of the payload
-(at most 8 times as long: only a float grows, from 3 characters such as ``1e9`` to at most 24),
-its names and ids are bounded (64 and 200 characters) or copied from the raw record. Below the
-bound the edge skips measuring the clean record (see ``Ingest.check_clean_size``)."""
+plus ``CLEAN_SLACK`` bytes. Its ``properties`` and ``traits`` are parts of the payload re-encoded
+by orjson, each at most 8 times as long (strings, keys and integers never grow; only a float
+does, from 3 characters such as ``1e9`` to at most 24); its ids are copied from the payload or
+the raw record, its name parts are at most 64 characters, and a linked ``person_id`` at most
+200 (the slack). Below the bound the edge skips measuring (``Ingest.check_clean_size``); a unit
+test holds the bound against events that grow."""
 
 FREE_FORM_FIELDS = {
     "v1": ("properties", "properties.traits", True),
