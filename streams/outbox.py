@@ -1,9 +1,9 @@
 """What an agent produces from one batch of source records, published before the batch is acked.
 
 Why not Faust's ``topic.send`` per record: it was the agents' largest cost (~26% of worker CPU
-in the benchmark's profile; ARCHITECTURE.md: "per-event Faust sends ... are the cost"). The
-agents take records in batches (``stream.take_events``), encode each output once, and hand the
-whole batch to the confluent-kafka producer of ``eventpipe.publisher`` (one future per topic).
+in the benchmark's profile). The agents take records in batches (``stream.take_events``), encode
+each output once, and hand the whole batch to the confluent-kafka producer of
+``eventpipe.publisher`` (one future per topic).
 
 At-least-once: Faust acks a batch's source records only when the agent asks for the next batch,
 and the agent asks only after :meth:`Outbox.flush` returned, which is after every output was
