@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from bench.data import batch_body
+from eventpipe.publisher import Failure
 from eventpipe.settings import Settings
 from producers.app import create_app
 from producers.auth import KeyStore
@@ -33,7 +34,7 @@ class AckAll:
         topic: str,
         items: Sequence[tuple[bytes, bytes]],
         partitions: Sequence[int] | None = None,
-    ) -> list[str | None]:
+    ) -> list[Failure | None]:
         return [None] * len(items)
 
     def close(self) -> None: ...

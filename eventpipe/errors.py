@@ -2,7 +2,8 @@
 
 EventpipeError
 ├── InvalidEvent        400  one event broke a rule (field + reason)
-│   └── PayloadTooLarge 413  body over the configured limit
+│   ├── PayloadTooLarge 413  body, or an event as a Kafka record, over the configured limit
+│   └── Refused         422  Kafka refused the event for good (a retry would fail the same way)
 ├── Unauthorized        401  missing, malformed or unknown API key
 ├── RateLimited         429  workspace over its per-minute budget (Retry-After)
 └── Unavailable         503  Kafka did not acknowledge in time (Retry-After)
@@ -40,6 +41,11 @@ class InvalidEvent(EventpipeError):
 class PayloadTooLarge(InvalidEvent):
     status = 413
     code = "payload_too_large"
+
+
+class Refused(InvalidEvent):
+    status = 422
+    code = "refused"
 
 
 class Unauthorized(EventpipeError):

@@ -15,6 +15,10 @@ A producer whose idempotence state is dead (a fatal error, or a fenced producer 
 by a new one on the next publish; what it still held fails and is answered 503. On the embedded
 Tansu broker this happens after every delivery timeout: librdkafka bumps the producer epoch,
 Tansu answers PRODUCER_FENCED (not flagged fatal), and every later send would fail the same way.
+
+Each item's outcome is None (acknowledged) or a :class:`Failure` that says whether a later try
+may store it (``eventpipe.retry``): the worker retries only those and turns the others into
+rejections, and the edge answers them 503 or a non-retryable error.
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ import asyncio
 import threading
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from eventpipe.retry import KAFKA_TOO_LARGE, kafka_retryable, produce_exception_retryable
 
 log = structlog.get_logger(__name__)
 
@@ -55,15 +62,38 @@ ANY_PARTITION = -1
 """Let the producer's partitioner (murmur2 of the key) choose the partition."""
 
 
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why Kafka did not store one item, and whether the same item may be stored on a later
+    try (``eventpipe.retry``): a permanent failure repeats on every try."""
+
+    reason: str
+    retryable: bool
+    too_large: bool = False
+    """The record is over a size limit (the producer's ``message.max.bytes`` or the broker's)."""
+
+    @classmethod
+    def of(cls, err: KafkaError, prefix: str = "") -> Failure:
+        reason = f"{prefix}{err.name()}: {err.str()}"
+        return cls(reason, kafka_retryable(err), err.code() in KAFKA_TOO_LARGE)
+
+    @classmethod
+    def not_enqueued(cls, exc: BaseException) -> Failure:
+        """``produce`` raised: the record never reached the producer's queue."""
+        if isinstance(exc, KafkaException) and isinstance(exc.args[0], KafkaError):
+            return cls.of(exc.args[0], "not enqueued: ")
+        return cls(f"not enqueued: {exc!r}", produce_exception_retryable(exc))
+
+
 class Publisher(Protocol):
     async def publish(
         self,
         topic: str,
         items: Sequence[tuple[bytes, bytes]],
         partitions: Sequence[int] | None = None,
-    ) -> list[str | None]:
+    ) -> list[Failure | None]:
         """Publish (key, value) pairs, to the given partitions if any (``ANY_PARTITION``: by
-        key); return, per item, None when acknowledged or the error."""
+        key); return, per item, None when acknowledged, else its failure."""
         ...
 
     def close(self) -> None: ...
@@ -117,11 +147,11 @@ class KafkaPublisher:
         topic: str,
         items: Sequence[tuple[bytes, bytes]],
         partitions: Sequence[int] | None = None,
-    ) -> list[str | None]:
+    ) -> list[Failure | None]:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        results: list[str | None] = [None] * len(items)
-        failed: list[tuple[bytes | None, bytes | None, str]] = []
+        results: list[Failure | None] = [None] * len(items)
+        failed: list[tuple[bytes | None, bytes | None, KafkaError]] = []
         pending = [len(items)]
         lock = threading.Lock()
 
@@ -140,7 +170,7 @@ class KafkaPublisher:
         # the ~2.6 us a produce took): a failed report is matched to its item by (key, value).
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
             if err is not None:
-                failed.append((msg.key(), msg.value(), err.str()))
+                failed.append((msg.key(), msg.value(), err))
                 if _needs_new_producer(err):
                     self._fatal.set()
             count_down()
@@ -154,8 +184,9 @@ class KafkaPublisher:
                 else:
                     produce(topic, value, key, partitions[i], on_delivery=on_delivery)
             except (BufferError, KafkaException) as exc:
-                # Not enqueued, so no report will come for it: count it as done here.
-                results[i] = f"not enqueued: {exc}"
+                # Not enqueued, so no report will come for it: count it as done here. A record
+                # over message.max.bytes is refused here (MSG_SIZE_TOO_LARGE), not by the broker.
+                results[i] = Failure.not_enqueued(exc)
                 count_down()
         if items:
             self._ensure_poller()
@@ -172,8 +203,8 @@ class KafkaPublisher:
 
 def _match_failures(
     items: Sequence[tuple[bytes, bytes]],
-    results: list[str | None],
-    failed: list[tuple[bytes | None, bytes | None, str]],
+    results: list[Failure | None],
+    failed: list[tuple[bytes | None, bytes | None, KafkaError]],
 ) -> None:
     """Mark each failed report's item in ``results``. Two equal items are interchangeable: a
     failure is put on one of them, and a retry of it stores the same bytes."""
@@ -181,7 +212,7 @@ def _match_failures(
     for i, item in enumerate(items):
         if results[i] is None:
             where[item].append(i)
-    for key, value, reason in failed:
+    for key, value, err in failed:
         indices = where.get((key, value))
         if indices:
-            results[indices.pop()] = reason
+            results[indices.pop()] = Failure.of(err)

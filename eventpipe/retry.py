@@ -14,7 +14,7 @@ its stage and reason, and the stage moves on.
 
 from __future__ import annotations
 
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 from tenacity import wait_exponential_jitter
 from tenacity.wait import wait_base
 
@@ -42,6 +42,24 @@ KAFKA_PERMANENT = frozenset(
 """Produce errors that the same record gets on every try: it can never be stored in that topic."""
 
 
+KAFKA_TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
+"""The permanent errors that say the record is too big (the edge answers them 413)."""
+
+
 def kafka_retryable(err: KafkaError) -> bool:
     """Whether a failed produce of this record may succeed on a later try."""
     return err.code() not in KAFKA_PERMANENT
+
+
+def produce_exception_retryable(exc: BaseException) -> bool:
+    """Whether a record that ``Producer.produce`` refused to enqueue may be enqueued later.
+
+    ``BufferError`` is a full local queue: it drains. A ``KafkaException`` carries the
+    ``KafkaError`` (librdkafka checks ``message.max.bytes`` here, before any broker sees the
+    record); anything else is a value the producer cannot take, which no retry changes.
+    """
+    if isinstance(exc, BufferError):
+        return True
+    if isinstance(exc, KafkaException) and isinstance(exc.args[0], KafkaError):
+        return kafka_retryable(exc.args[0])
+    return False

@@ -17,18 +17,42 @@ from prometheus_client import Counter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from eventpipe.codec import AvroCodec
+from eventpipe.codec import CLEAN_EVENT, AvroCodec
 from eventpipe.dialects import Parser
-from eventpipe.errors import EventpipeError, InvalidEvent, PayloadTooLarge, Unavailable
-from eventpipe.event import ParsedEvent
+from eventpipe.errors import (
+    EventpipeError,
+    InvalidEvent,
+    PayloadTooLarge,
+    Refused,
+    Unavailable,
+)
+from eventpipe.event import ParsedEvent, clean_record
 from eventpipe.identity import identity_key
 from eventpipe.ids import event_id_for
-from eventpipe.publisher import Publisher
+from eventpipe.publisher import Failure, Publisher
 from producers.auth import KeyStore, Principal, RateLimiter
 
 log = structlog.get_logger(__name__)
 
 EVENTS = Counter("eventpipe_edge_events_total", "Events by outcome", ["dialect", "outcome"])
+
+CLEAN_GROWTH = 18
+CLEAN_SLACK = 2_000
+"""A bound on the clean record an event becomes: at most ``CLEAN_GROWTH`` times its raw record
+plus ``CLEAN_SLACK`` bytes. Its ``properties`` and ``traits`` are parts of the payload re-encoded
+by orjson, each at most 8 times as long (strings, keys and integers never grow; only a float
+does, from 3 characters such as ``1e9`` to at most 24); its ids are copied from the payload or
+the raw record, its name parts are at most 64 characters, and a linked ``person_id`` at most
+200 (the slack). Below the bound the edge skips measuring (``Ingest.check_clean_size``); a unit
+test holds the bound against events that grow."""
+
+FREE_FORM_FIELDS = {
+    "v1": ("properties", "properties.traits", True),
+    "v2": ("properties", "properties.traits", True),
+    "named": ("data", "user", False),
+}
+"""Per dialect: the request fields that become a clean record's ``properties`` and ``traits``,
+and whether the traits are also inside the properties (so stored twice)."""
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -105,35 +129,91 @@ class Ingest:
             event_id = event_id_for(product, source, external_id)
             key = identity_key(product, parsed.anonymous_id, parsed.actor_id, event_id)
             value = encode(event_id, external_id, payload)
-            if len(key) + len(value) > self.max_event_bytes:
+            size = len(key) + len(value)
+            if size > self.max_event_bytes:
                 # Kafka would refuse it on every retry: a 503 here would never end.
                 raise PayloadTooLarge(
-                    f"the event is {len(key) + len(value)} bytes as a Kafka record: "
+                    f"the event is {size} bytes as a Kafka record: "
                     f"at most {self.max_event_bytes} per event"
                 )
+            if size * CLEAN_GROWTH + CLEAN_SLACK > self.max_event_bytes:
+                raw = {
+                    "event_id": event_id,
+                    "product": product,
+                    "source": source,
+                    "dialect": dialect,
+                    "external_id": external_id,
+                    "received_at": received_at_ms,
+                }
+                self.check_clean_size(raw, parsed)
             return Staged(event_id, key, value)
 
         return stage
 
-    async def publish(self, dialect: str, staged: list[Staged]) -> list[str | None]:
+    def check_clean_size(self, raw: dict[str, Any], parsed: ParsedEvent) -> None:
+        """Refuse (413, naming the field) an event whose clean record would be over
+        ``max_event_bytes``: the worker could never publish it.
+
+        Why here and not by storing traits once: a client learns at once, from the status of
+        its own request, that an event cannot be stored, instead of a 202 for an event that ends
+        as a ``rejected_events`` row; and the stored rows keep their shape (``properties`` as
+        sent, ``traits`` feeding ``user_traits``), so no query or view changes meaning. One
+        rule, not two: the size is that of the record the worker builds, by the worker's own
+        ``clean_record`` and codec (only its ``person_id`` may differ, by at most 800 bytes of
+        a linked user id, well inside the gap between ``max_event_bytes`` and the producers'
+        ``message.max.bytes``). The hot path stays cheap: an event under ``CLEAN_GROWTH``'s
+        bound (about 50 KB by default) is never measured, and a measured one is big anyway.
+        """
+        record = clean_record(raw, parsed, person_id=parsed.actor_id)
+        size = len(raw["event_id"]) + len(self.codec.encode(CLEAN_EVENT, record))
+        if size <= self.max_event_bytes:
+            return
+        props_field, traits_field, nested = FREE_FORM_FIELDS.get(
+            raw["dialect"], ("properties", "traits", False)
+        )
+        props, traits = len(record["properties"]), len(record["traits"])
+        rest = props - traits if nested else props
+        field = traits_field if traits >= rest else props_field
+        twice = f" ({traits_field} is stored twice: in properties and as user traits)"
+        raise PayloadTooLarge(
+            f"the event is {size} bytes as a normalized Kafka record"
+            f"{twice if nested and field == traits_field else ''}: "
+            f"at most {self.max_event_bytes} per event",
+            field=field,
+        )
+
+    async def publish(self, dialect: str, staged: list[Staged]) -> list[Failure | None]:
         """Publish and wait for every acknowledgement; per event, None or the failure."""
         results = await self.publisher.publish(self.raw_topic, [(s.key, s.value) for s in staged])
-        failed = sum(r is not None for r in results)
-        if failed:
+        failures = [r for r in results if r is not None]
+        if failures:
+            retryable = sum(f.retryable for f in failures)
             log.warning(
                 "publish failed",
                 topic=self.raw_topic,
-                failed=failed,
+                failed=len(failures),
+                retryable=retryable,
                 total=len(staged),
-                reason=next(r for r in results if r is not None),
+                reason=failures[0].reason,
             )
-            EVENTS.labels(dialect, "unavailable").inc(failed)
+            if retryable:
+                EVENTS.labels(dialect, "unavailable").inc(retryable)
+            if len(failures) > retryable:
+                EVENTS.labels(dialect, "refused").inc(len(failures) - retryable)
         return results
 
     def unavailable(self) -> Unavailable:
         return Unavailable(
             "event stream unavailable, retry later", retry_after=self.retry_after_seconds
         )
+
+    def failed(self, failure: Failure) -> EventpipeError:
+        """The error for an event Kafka did not store: 503 when a retry may store it, else a
+        non-retryable 413 (too large) or 422 (refused for another reason)."""
+        if failure.retryable:
+            return self.unavailable()
+        message = f"the event stream refused the event for good ({failure.reason}): do not retry"
+        return PayloadTooLarge(message) if failure.too_large else Refused(message)
 
     async def one(
         self,
@@ -148,8 +228,9 @@ class Ingest:
         parsed = parser(body, received_at_ms)
         stage = self.encoder(principal, dialect, received_at_ms)
         staged = stage(body, parsed, external_id(None, parsed))
-        if (await self.publish(dialect, [staged]))[0] is not None:
-            raise self.unavailable()
+        failure = (await self.publish(dialect, [staged]))[0]
+        if failure is not None:
+            raise self.failed(failure)
         EVENTS.labels(dialect, "accepted").inc()
         return Accepted(0, parsed, staged.event_id)
 
@@ -203,12 +284,15 @@ class Ingest:
         for (i, parsed, st), failure in zip(staged, results, strict=True):
             if failure is None:
                 out.accepted.append(Accepted(i, parsed, st.event_id))
-            else:
+            elif failure.retryable:
                 out.errors.append(
                     {"index": i, "field": None, "reason": "unavailable", "retryable": True}
                 )
-        if staged and not out.accepted:
-            raise self.unavailable()
+            else:
+                reason = self.failed(failure).message
+                out.errors.append({"index": i, "field": None, "reason": reason, "retryable": False})
+        if staged and not out.accepted and out.retryable:
+            raise self.unavailable()  # else every event was refused for good: a 400 batch
         EVENTS.labels(dialect, "accepted").inc(len(out.accepted))
         out.accepted.sort(key=lambda a: a.index)
         out.errors.sort(key=lambda e: int(e["index"]))

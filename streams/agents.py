@@ -53,7 +53,7 @@ from eventpipe.codec import CLEAN_EVENT, IDENTITY_LINK
 from eventpipe.errors import InvalidEvent
 from eventpipe.event import clean_record, to_ms
 from eventpipe.identity import identity_key, resolve
-from streams.codec import Undecodable
+from streams.codec import Undecodable, rejected
 from streams.dedupe import Decision, decide, table_key
 from streams.outbox import Outbox, batches
 
@@ -92,23 +92,6 @@ class Drop:
 
 
 Outcome = Forward | Reject | Drop
-
-
-def rejected(
-    raw: Mapping[str, Any], stage: str, reason: str, field: str | None = None
-) -> dict[str, Any]:
-    """The ``RejectedEvent`` for a decoded raw record."""
-    return {
-        "event_id": raw["event_id"],
-        "product": raw["product"],
-        "source": raw["source"],
-        "dialect": raw["dialect"],
-        "stage": stage,
-        "field": field,
-        "reason": reason,
-        "received_at": to_ms(raw["received_at"]),
-        "payload": raw["payload"],
-    }
 
 
 def process(raw: Mapping[str, Any], seen: Callable[[bytes], int | None], window_ms: int) -> Outcome:
@@ -186,11 +169,12 @@ class EventAgent:
                 counts["duplicate"] += 1
                 continue
             if isinstance(out, Forward):
-                err = self._link_and_add(out.record)
+                err = self._link_and_add(out.record, value)
                 if err is None:
                     if out.mark is not None:
                         key, received_ms = out.mark
-                        self.outbox.put(self.seen, key, received_ms, event.message.partition)
+                        partition = event.message.partition
+                        self.outbox.put(self.seen, key, received_ms, partition, origin=value)
                     counts["forwarded"] += 1
                     continue
                 out = Reject(rejected(value, "identity", err))
@@ -199,10 +183,11 @@ class EventAgent:
         await self.outbox.flush()  # then the tables have the batch's keys and links
         return counts
 
-    def _link_and_add(self, record: dict[str, Any]) -> str | None:
+    def _link_and_add(self, record: dict[str, Any], raw: Mapping[str, Any]) -> str | None:
         """Queue the record's link (if any) and the record; return why not, else None.
 
-        A new link is put in the table only when both were queued.
+        A new link is put in the table only when both were queued. Both name ``raw`` as their
+        origin: if Kafka refuses either for good, ``raw`` is rejected (``streams.outbox``).
         """
         key = identity_key(
             record["product"], record["anonymous_id"], record["person_id"], record["event_id"]
@@ -213,10 +198,10 @@ class EventAgent:
             return f"internal error: {exc!r}"
         record["person_id"] = out.person_id
         if out.link is not None:
-            err = self.outbox.add(self.identities_to, IDENTITY_LINK, key, out.link)
+            err = self.outbox.add(self.identities_to, IDENTITY_LINK, key, out.link, raw)
             if err is not None:
                 return err
-        err = self.outbox.add(self.clean_to, CLEAN_EVENT, record["event_id"].encode(), record)
+        err = self.outbox.add(self.clean_to, CLEAN_EVENT, record["event_id"].encode(), record, raw)
         if err is not None:
             return err  # a link queued above may still go out: its event is then rejected
         if out.link is not None:
@@ -228,5 +213,5 @@ class EventAgent:
                     event_id=record["event_id"],
                 )
         if out.store is not None:
-            self.outbox.put(self.links, key, out.store)
+            self.outbox.put(self.links, key, out.store, origin=raw)
         return None

@@ -10,6 +10,7 @@ bytes and the reason), and the agent sends it to ``events.rejected`` like any in
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from faust.serializers import codecs
@@ -22,6 +23,7 @@ from eventpipe.codec import (
     AvroCodec,
     CodecError,
 )
+from eventpipe.event import to_ms
 from eventpipe.ids import derived_event_id
 
 CODEC_NAMES: dict[str, str] = {
@@ -37,6 +39,24 @@ class Undecodable(NamedTuple):
 
     data: bytes
     reason: str
+
+
+def rejected(
+    raw: Mapping[str, Any], stage: str, reason: str, field: str | None = None
+) -> dict[str, Any]:
+    """The ``RejectedEvent`` for a decoded raw record (the agent's, and the outbox's for an
+    output Kafka refused)."""
+    return {
+        "event_id": raw["event_id"],
+        "product": raw["product"],
+        "source": raw["source"],
+        "dialect": raw["dialect"],
+        "stage": stage,
+        "field": field,
+        "reason": reason,
+        "received_at": to_ms(raw["received_at"]),
+        "payload": raw["payload"],
+    }
 
 
 def rejected_undecodable(

@@ -8,12 +8,32 @@ from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
+from eventpipe.publisher import Failure
+
+TIMED_OUT = Failure("_MSG_TIMED_OUT: Local: Message timed out", retryable=True)
+TOO_LARGE = Failure(
+    "not enqueued: MSG_SIZE_TOO_LARGE: Broker: Message size too large",
+    retryable=False,
+    too_large=True,
+)
+
 
 class ScriptedPublisher:
-    """Fails the first ``failures`` items it is handed; records what it acknowledged."""
+    """Fails the first ``failures`` items it is handed as a retryable timeout, and for good
+    (``refusal``: by default ``TOO_LARGE``, as librdkafka does) every item over ``max_bytes``
+    or sent to a topic of ``refuse_topics``; records what it acknowledged."""
 
-    def __init__(self, failures: int = 0, hang: bool = False) -> None:
+    def __init__(
+        self,
+        failures: int = 0,
+        hang: bool = False,
+        max_bytes: int | None = None,
+        refuse_topics: frozenset[str] = frozenset(),
+        refusal: Failure = TOO_LARGE,
+    ) -> None:
         self.failures, self.hang = failures, hang
+        self.max_bytes, self.refuse_topics, self.refusal = max_bytes, refuse_topics, refusal
+        self.refused: list[tuple[str, bytes]] = []
         self.acked: list[tuple[str, bytes]] = []
         self.sent: list[tuple[str, bytes, bytes, int]] = []
         self.on_publish: Callable[[], None] = lambda: None
@@ -23,15 +43,19 @@ class ScriptedPublisher:
         topic: str,
         items: Sequence[tuple[bytes, bytes]],
         partitions: Sequence[int] | None = None,
-    ) -> list[str | None]:
+    ) -> list[Failure | None]:
         self.on_publish()
         if self.hang:
             await asyncio.sleep(3600)
-        out: list[str | None] = []
+        out: list[Failure | None] = []
         for i, (key, value) in enumerate(items):
-            if self.failures:
+            too_large = self.max_bytes is not None and len(key) + len(value) > self.max_bytes
+            if too_large or topic in self.refuse_topics:
+                self.refused.append((topic, key))
+                out.append(self.refusal)
+            elif self.failures:
                 self.failures -= 1
-                out.append("timed out")
+                out.append(TIMED_OUT)
             else:
                 self.acked.append((topic, key))
                 self.sent.append((topic, key, value, -1 if partitions is None else partitions[i]))

@@ -130,3 +130,28 @@ def test_one_batch_dedupes_links_and_writes_each_table_entry_to_its_partition() 
     }
     assert seen == {table_key("shop", "api", "e1"): T0_MS}
     assert links == {b"shop\x1fa1": "u1"}
+
+
+def test_an_event_whose_clean_record_kafka_refuses_is_rejected_and_marks_nothing() -> None:
+    """The agent names each output's raw record as its origin (``Outbox.add``/``put``)."""
+    traits = b'{"t":"%s"}' % (b"x" * 3_000)
+    payload = b'{"event":"user.signed_up","external_id":"e1","subject_type":"user",'
+    payload += b'"subject_id":"u1","properties":{"anonymous_id":"a1","traits":%s}}' % traits
+    big = raw(payload, "e1")
+    small = raw(b'{"event":"page.viewed","external_id":"e2"}', "e2")
+    events = [
+        SimpleNamespace(value=r, key=b"k", message=SimpleNamespace(partition=5))
+        for r in (big, small)
+    ]
+    publisher = ScriptedPublisher(max_bytes=5_000)  # the big one's raw record fits, not its clean
+    seen, links = FakeTable("dedupe-changelog"), FakeTable("identity-changelog")
+    agent = EventAgent(Outbox(publisher, codec, "rejected"), "clean", "ids", seen, links, WINDOW)  # type: ignore[arg-type]
+    asyncio.run(agent.handle(events))  # type: ignore[arg-type]
+
+    assert publisher.refused == [("clean", big["event_id"].encode())]
+    notices = [codec.decode(v)[1] for t, _, v, _ in publisher.sent if t == "rejected"]
+    assert [(n["event_id"], n["stage"], n["payload"]) for n in notices] == [
+        (big["event_id"], "publish", big["payload"])
+    ]
+    assert seen == {table_key("shop", "api", "e2"): T0_MS}, "a retry of e1 is no duplicate"
+    assert links == {}, "the refused event's link entry is dropped with it"
