@@ -33,11 +33,13 @@ from typing import Any, Protocol
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from eventpipe.kafka import producer_config
 from eventpipe.retry import KAFKA_TOO_LARGE, kafka_retryable, produce_exception_retryable
+from eventpipe.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-REPLACE_ON = frozenset(
+FENCED = frozenset(
     {
         KafkaError.PRODUCER_FENCED,
         KafkaError._FENCED,
@@ -46,7 +48,8 @@ REPLACE_ON = frozenset(
         KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
     }
 )
-"""Errors after which this producer's idempotence state is dead: every later send fails too."""
+"""Errors after which, on the embedded broker, this producer's idempotence state is dead and every
+later send fails too (``eventpipe.broker``: ``replace_fenced_producer``)."""
 
 
 POLL_INTERVAL_S = 0.001
@@ -54,8 +57,8 @@ POLL_INTERVAL_S = 0.001
 adds to an acknowledgement, at about one short loop callback per millisecond."""
 
 
-def _needs_new_producer(err: KafkaError) -> bool:
-    return bool(err.fatal()) or err.code() in REPLACE_ON
+def _needs_new_producer(err: KafkaError, replace_fenced: bool) -> bool:
+    return bool(err.fatal()) or (replace_fenced and err.code() in FENCED)
 
 
 ANY_PARTITION = -1
@@ -100,7 +103,10 @@ class Publisher(Protocol):
 
 
 class KafkaPublisher:
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], *, replace_fenced: bool = False) -> None:
+        """``replace_fenced``: also replace the producer on the :data:`FENCED` codes (the embedded
+        broker's workaround; ``Settings.workarounds.replace_fenced_producer``)."""
+        self._replace_fenced = replace_fenced
         self._config = {**config, "error_cb": self._on_error}
         self._producer = Producer(self._config)
         self._retiring: list[Producer] = []
@@ -109,7 +115,7 @@ class KafkaPublisher:
         self._poller: asyncio.Task[None] | None = None
 
     def _on_error(self, err: KafkaError) -> None:
-        if _needs_new_producer(err):
+        if _needs_new_producer(err, self._replace_fenced):
             log.error("kafka producer unusable", error=err.str())
             self._fatal.set()
         else:
@@ -171,7 +177,7 @@ class KafkaPublisher:
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
             if err is not None:
                 failed.append((msg.key(), msg.value(), err))
-                if _needs_new_producer(err):
+                if _needs_new_producer(err, self._replace_fenced):
                     self._fatal.set()
             count_down()
 
@@ -216,3 +222,11 @@ def _match_failures(
         indices = where.get((key, value))
         if indices:
             results[indices.pop()] = Failure.of(err)
+
+
+def publisher_for(settings: Settings, **extra: Any) -> KafkaPublisher:
+    """The publisher every process uses: ``producer_config`` plus the broker profile's choice."""
+    return KafkaPublisher(
+        producer_config(settings, **extra),
+        replace_fenced=settings.workarounds.replace_fenced_producer,
+    )

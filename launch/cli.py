@@ -44,14 +44,13 @@ def edge(
     host: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Run the HTTP edge against EVENTPIPE_KAFKA_BOOTSTRAP (keys from EVENTPIPE_API_KEYS)."""
-    from eventpipe.kafka import producer_config
-    from eventpipe.publisher import KafkaPublisher
+    from eventpipe.publisher import publisher_for
     from producers.app import create_app
     from producers.auth import KeyStore
     from producers.server import serve
 
     s = _settings(port=port, host=host)
-    publisher = KafkaPublisher(producer_config(s))
+    publisher = publisher_for(s)
     try:
         application = create_app(s, publisher, KeyStore(s.api_keys, s.rate_limit_per_minute))
         serve(application, s.host, s.port)

@@ -43,8 +43,8 @@ from eventpipe.broker import BrokerProfile
 from eventpipe.codec import AvroCodec
 from eventpipe.drain import Outcome, drain
 from eventpipe.embedded import TansuBroker, die_with_parent, free_port, stop_process
-from eventpipe.kafka import ensure_topics, producer_config
-from eventpipe.publisher import KafkaPublisher
+from eventpipe.kafka import ensure_topics
+from eventpipe.publisher import publisher_for
 from eventpipe.settings import Settings
 from producers.app import create_app
 from producers.auth import KeyStore, new_key
@@ -184,7 +184,7 @@ def run_dev(settings: Settings) -> None:
         stack.callback(sink_thread.join, SINK_STOP_S)
         stack.callback(stop_sink.set)
 
-        publisher = KafkaPublisher(producer_config(settings))
+        publisher = publisher_for(settings)
         stack.callback(publisher.close)
         keys = KeyStore(settings.api_keys, settings.rate_limit_per_minute)
         keys.add(api_key, DEV_PRODUCT, "api")

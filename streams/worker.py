@@ -21,8 +21,7 @@ from pathlib import Path
 import faust
 import structlog
 
-from eventpipe.kafka import producer_config
-from eventpipe.publisher import KafkaPublisher
+from eventpipe.publisher import publisher_for
 from eventpipe.settings import Settings
 from streams.app import changelog_topics, create_app
 from streams.changelog import prepare_changelogs
@@ -79,7 +78,7 @@ def run_worker(settings: Settings) -> None:
     ready_file = Path(ready_env) if ready_env else None
     if ready_file is not None:
         remove_ready_file(ready_file)
-    publisher = KafkaPublisher(producer_config(settings))
+    publisher = publisher_for(settings)
     app = create_app(settings, publisher)
     if ready_file is not None:
         attach_ready_file(app, ready_file)

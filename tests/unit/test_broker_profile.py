@@ -11,12 +11,12 @@ from typing import Any
 
 import faust
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from eventpipe.broker import BrokerProfile
 from eventpipe.embedded import TansuBroker
 from eventpipe.kafka import consumer_config, producer_config
-from eventpipe.publisher import KafkaPublisher
+from eventpipe.publisher import KafkaPublisher, publisher_for
 from eventpipe.settings import Settings
 from streams import fetchwait, recovery
 from streams.app import create_app
@@ -117,3 +117,19 @@ def test_changelog_sentinels_are_written_on_the_embedded_broker_only(
     finally:
         consumer.close()
     assert ends == [written, written]
+
+
+@pytest.mark.parametrize(("profile", "replaced"), [(EMBEDDED, True), (KAFKA, False)])
+def test_a_fenced_producer_is_replaced_on_the_embedded_broker_only(
+    profile: BrokerProfile, replaced: bool
+) -> None:
+    publisher = publisher_for(_settings(profile), log_level=0)
+    try:
+        publisher._on_error(KafkaError(KafkaError.PRODUCER_FENCED))
+        assert publisher._fatal.is_set() is replaced
+        publisher._fatal.clear()
+        # A fatal error leaves the producer unusable on every broker: librdkafka's contract.
+        publisher._on_error(KafkaError(KafkaError._FATAL, fatal=True))
+        assert publisher._fatal.is_set()
+    finally:
+        publisher.close(timeout_s=0)
