@@ -4,6 +4,8 @@ EventpipeError
 ├── InvalidEvent        400  one event broke a rule (field + reason)
 │   └── PayloadTooLarge 413  body over the configured limit
 ├── Unauthorized        401  missing, malformed or unknown API key
+├── NotFound            404  no such resource in the caller's workspace (never 403)
+├── Conflict            409  the resource already exists
 ├── RateLimited         429  workspace over its per-minute budget (Retry-After)
 └── Unavailable         503  Kafka did not acknowledge in time (Retry-After)
 """
@@ -45,6 +47,16 @@ class PayloadTooLarge(InvalidEvent):
 class Unauthorized(EventpipeError):
     status = 401
     code = "unauthorized"
+
+
+class NotFound(EventpipeError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(EventpipeError):
+    status = 409
+    code = "conflict"
 
 
 class RateLimited(EventpipeError):
