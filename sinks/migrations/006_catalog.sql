@@ -35,7 +35,7 @@ ORDER BY (product, id)
 
 -- Observed events per hour of occurred_at and version ('' when unversioned). Counts are
 -- uniqCombined(14) states of event_id, so copies of one event (redelivery, replay) count once; it
--- is exact up to about 1,500 events per state and within about 1% beyond, in at most ~13 KB.
+-- is exact up to about 1,000 events per state and within about 1% beyond, in at most ~13 KB.
 -- dateTrunc keeps DateTime64's range (toStartOfHour would clamp a pre-1970 event to 1970).
 -- Nothing here may throw on an accepted row, or the sink's insert into `events` would fail too.
 CREATE TABLE IF NOT EXISTS catalog_event_hourly
