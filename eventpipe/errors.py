@@ -5,6 +5,8 @@ EventpipeError
 │   ├── PayloadTooLarge 413  body, or an event as a Kafka record, over the configured limit
 │   └── Refused         422  Kafka refused the event for good (a retry would fail the same way)
 ├── Unauthorized        401  missing, malformed or unknown API key
+├── NotFound            404  no such resource in the caller's workspace (never 403)
+├── Conflict            409  the resource already exists
 ├── RateLimited         429  workspace over its per-minute budget (Retry-After)
 └── Unavailable         503  Kafka did not acknowledge in time (Retry-After)
 """
@@ -51,6 +53,16 @@ class Refused(InvalidEvent):
 class Unauthorized(EventpipeError):
     status = 401
     code = "unauthorized"
+
+
+class NotFound(EventpipeError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(EventpipeError):
+    status = 409
+    code = "conflict"
 
 
 class RateLimited(EventpipeError):

@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     """How long a stopping ``eventpipe dev`` on the embedded broker waits for the worker and the
     sink to process what the edge acknowledged (``eventpipe.drain``) before it stops anyway."""
 
+    # --- event catalog -----------------------------------------------------------------------
+    catalog_typical_share: float = Field(default=0.95, gt=0.5, le=1.0)
+    """A property is typical of an event's version when at least this share of its events carry
+    it, and rare at most 1 - this; missing a typical one or carrying a rare one is an anomaly."""
+    catalog_window_days: int = Field(default=30, ge=1, le=3660)
+    """The days of occurred_at that shares, typical properties and anomalies are computed over."""
+
     log_level: str = "info"
     log_json: bool = False
 

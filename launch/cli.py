@@ -52,7 +52,14 @@ def edge(
     s = _settings(port=port, host=host)
     publisher = publisher_for(s)
     try:
-        application = create_app(s, publisher, KeyStore(s.api_keys, s.rate_limit_per_minute))
+        catalog = None  # the catalog needs a ClickHouse server: chDB belongs to one process
+        if not s.embedded_clickhouse:
+            from eventpipe.catalog import Catalog
+            from sinks.clickhouse import connect
+
+            catalog = Catalog.from_settings(connect(s.clickhouse_dsn), s)
+        keys = KeyStore(s.api_keys, s.rate_limit_per_minute)
+        application = create_app(s, publisher, keys, catalog=catalog)
         serve(application, s.host, s.port)
     finally:
         publisher.close()

@@ -40,6 +40,7 @@ from typing import Any
 import structlog
 
 from eventpipe.broker import BrokerProfile
+from eventpipe.catalog import Catalog
 from eventpipe.codec import AvroCodec
 from eventpipe.drain import Outcome, drain
 from eventpipe.embedded import TansuBroker, die_with_parent, free_port, stop_process
@@ -188,7 +189,9 @@ def run_dev(settings: Settings) -> None:
         stack.callback(publisher.close)
         keys = KeyStore(settings.api_keys, settings.rate_limit_per_minute)
         keys.add(api_key, DEV_PRODUCT, "api")
-        app = create_app(settings, publisher, keys, query=query, codec=codec)
+        # The catalog writes curated entries: its own client, a writer, on the directory we own.
+        catalog = Catalog.from_settings(connect(settings.clickhouse_dsn), settings)
+        app = create_app(settings, publisher, keys, query=query, codec=codec, catalog=catalog)
 
         url = f"http://{settings.host}:{port}"
         DevState(

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from eventpipe.catalog import Catalog
 from eventpipe.codec import AvroCodec
 from eventpipe.errors import EventpipeError, InvalidEvent, Unauthorized
 from eventpipe.publisher import Publisher
@@ -29,6 +30,7 @@ from eventpipe.settings import Settings
 from eventpipe.topics import TopicNames
 from producers import named, openapi, segment, v1, v2
 from producers.auth import KeyStore, RateLimiter, new_key
+from producers.catalog import catalog_routes
 from producers.ingest import Ingest, error_response, json_response
 
 log = structlog.get_logger(__name__)
@@ -60,6 +62,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
     query: QueryFn | None = None,
     codec: AvroCodec | None = None,
+    catalog: Catalog | None = None,
 ) -> Starlette:
     topics = TopicNames.from_settings(settings)
     ingest = Ingest(
@@ -161,6 +164,8 @@ def create_app(
         Route("/openapi.json", openapi.endpoint(settings.max_batch_events), methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
+    if catalog is not None:
+        routes += catalog_routes(catalog, keys, _guard)
     if settings.admin_token:
         routes += [
             Route("/admin/keys", _guard(admin_keys), methods=["POST", "DELETE"]),
