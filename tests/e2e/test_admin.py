@@ -172,7 +172,7 @@ def edge(stack: Stack, backend_env: dict[str, str], tmp_path: Path) -> Iterator[
             yield Edge(public, admin, token, configured)
     finally:
         proc.terminate()
-        proc.wait(30)
+        assert proc.wait(30) == 0, "SIGTERM stops both listeners and the edge exits cleanly"
 
 
 def test_edge_serves_admin_routes_only_on_its_admin_listener(stack: Stack, edge: Edge) -> None:
