@@ -4,10 +4,14 @@ EventpipeError
 ├── InvalidEvent        400  one event broke a rule (field + reason)
 │   ├── PayloadTooLarge 413  body, or an event as a Kafka record, over the configured limit
 │   └── Refused         422  Kafka refused the event for good (a retry would fail the same way)
-├── Unauthorized        401  missing, malformed or unknown API key
+├── InvalidRequest      400  a malformed request that is not an event (admin bodies: field)
+├── QueryRefused        400  admin SQL that is not one plain SELECT, or uses a refused function
+├── QueryFailed         400  admin SQL that ClickHouse refused or stopped (syntax, a limit hit)
+├── Unauthorized        401  missing, malformed or unknown API key or admin token
 ├── NotFound            404  no such resource in the caller's workspace (never 403)
-├── Conflict            409  the resource already exists
+├── Conflict            409  the resource exists, or the request contradicts configuration
 ├── RateLimited         429  workspace over its per-minute budget (Retry-After)
+├── NotSupported        501  this process cannot serve the route (no ClickHouse client)
 └── Unavailable         503  Kafka did not acknowledge in time (Retry-After)
 """
 
@@ -50,6 +54,21 @@ class Refused(InvalidEvent):
     code = "refused"
 
 
+class InvalidRequest(EventpipeError):
+    status = 400
+    code = "invalid_request"
+
+
+class QueryRefused(EventpipeError):
+    status = 400
+    code = "query_refused"
+
+
+class QueryFailed(EventpipeError):
+    status = 400
+    code = "query_failed"
+
+
 class Unauthorized(EventpipeError):
     status = 401
     code = "unauthorized"
@@ -72,6 +91,11 @@ class RateLimited(EventpipeError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class NotSupported(EventpipeError):
+    status = 501
+    code = "not_supported"
 
 
 class Unavailable(EventpipeError):

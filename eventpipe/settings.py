@@ -7,22 +7,54 @@ data directory". Production sets the two URLs and nothing embedded starts.
 
 from __future__ import annotations
 
+import ipaddress
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventpipe.broker import BrokerProfile, Workarounds, workarounds
 
+NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+"""Workspace (product) and source names: they become Kafka keys, ClickHouse values and log
+context, so they are short, lower-case and need no quoting anywhere."""
+
+Name = Annotated[StrictStr, Field(pattern=NAME_PATTERN)]
+
 
 class ApiKeyConfig(BaseModel):
-    """One API key, configured by its SHA-256 hex digest: the secret itself is never stored."""
+    """One API key, configured by its SHA-256 hex digest: the secret itself is never stored.
 
-    sha256: str
-    product: str
-    source: str = "api"
-    rate_limit_per_minute: int | None = None
+    The same model checks keys minted through ``/admin/keys``, so a bad product, source or rate
+    is refused when the key is made, not found by a 500 on the key's first request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sha256: Annotated[StrictStr, Field(pattern=r"^[0-9a-fA-F]{64}$")]
+    product: Name
+    source: Name = "api"
+    rate_limit_per_minute: Annotated[StrictInt, Field(gt=0)] | None = None
+
+
+def split_listen(address: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6) into its parts; ValueError when it is neither."""
+    host, sep, port = address.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{address!r} is not host:port")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Only literal loopback addresses and ``localhost`` count: a name could resolve anywhere."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Settings(BaseSettings):
@@ -52,6 +84,12 @@ class Settings(BaseSettings):
     """Fixes the development key ``eventpipe dev`` prints (else one is generated and kept)."""
     admin_token: str | None = None
     """Enables the /admin endpoints (read-only query, key creation) for holders of this token."""
+    admin_listen: str = "127.0.0.1:9001"
+    """Where ``eventpipe edge`` serves the /admin routes: their own listener, never the public
+    one. ``eventpipe dev`` serves them on its main (loopback) port instead."""
+    admin_allow_remote: bool = False
+    """Allow a non-loopback /admin listener (``admin_listen``, or ``dev``'s ``host``): off, so an
+    admin token is never one typo away from being guessable from the network."""
     max_body_bytes: int = 5 * 1024 * 1024
     max_batch_events: int = 1000
     max_event_bytes: int = 900_000
@@ -62,6 +100,13 @@ class Settings(BaseSettings):
     kafka_delivery_timeout_ms: int = 10_000
     """How long the edge waits for Kafka's acknowledgement before answering 503."""
     retry_after_seconds: int = 5
+
+    # --- /admin/query limits (ClickHouse settings on the read-only client's session) ----------
+    admin_query_max_execution_s: float = 30.0
+    admin_query_max_rows_to_read: int = 1_000_000_000
+    admin_query_max_result_rows: int = 100_000
+    admin_query_max_result_bytes: int = 100 * 1024 * 1024
+    admin_query_max_memory_bytes: int = 1024 * 1024 * 1024
 
     # --- agents -----------------------------------------------------------------------------------
     dedupe_window_seconds: int = 24 * 3600
@@ -89,6 +134,21 @@ class Settings(BaseSettings):
 
     log_level: str = "info"
     log_json: bool = False
+
+    @model_validator(mode="after")
+    def _admin_listener_is_local(self) -> Settings:
+        host, _ = split_listen(self.admin_listen)
+        if not is_loopback(host) and not self.admin_allow_remote:
+            raise ValueError(
+                f"EVENTPIPE_ADMIN_LISTEN={self.admin_listen!r} is not a loopback address: "
+                "the admin routes mint keys and read ClickHouse; set "
+                "EVENTPIPE_ADMIN_ALLOW_REMOTE=1 to serve them beyond this machine anyway"
+            )
+        return self
+
+    @property
+    def admin_address(self) -> tuple[str, int]:
+        return split_listen(self.admin_listen)
 
     @property
     def embedded_kafka(self) -> bool:

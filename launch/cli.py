@@ -43,8 +43,12 @@ def edge(
     port: Annotated[int | None, typer.Option()] = None,
     host: Annotated[str | None, typer.Option()] = None,
 ) -> None:
-    """Run the HTTP edge against EVENTPIPE_KAFKA_BOOTSTRAP (keys from EVENTPIPE_API_KEYS)."""
+    """Run the HTTP edge against EVENTPIPE_KAFKA_BOOTSTRAP (keys from EVENTPIPE_API_KEYS).
+
+    With EVENTPIPE_ADMIN_TOKEN set, the /admin routes are served on EVENTPIPE_ADMIN_LISTEN
+    (127.0.0.1:9001), never on the public port."""
     from eventpipe.publisher import publisher_for
+    from producers.admin import create_admin_app
     from producers.app import create_app
     from producers.auth import KeyStore
     from producers.server import serve
@@ -59,8 +63,8 @@ def edge(
 
             catalog = Catalog.from_settings(connect(s.clickhouse_dsn), s)
         keys = KeyStore(s.api_keys, s.rate_limit_per_minute)
-        application = create_app(s, publisher, keys, catalog=catalog)
-        serve(application, s.host, s.port)
+        admin = [(create_admin_app(s, keys), *s.admin_address)] if s.admin_token else []
+        serve(create_app(s, publisher, keys, catalog=catalog), s.host, s.port, also=admin)
     finally:
         publisher.close()
 
@@ -130,10 +134,14 @@ def _run_query(s: Settings, sql: str) -> tuple[list[str], list[list[Any]]]:
         if resp.status_code != 200:
             raise typer.BadParameter(body.get("message", resp.text), param_hint="SQL")
         return body["columns"], body["rows"]
+    from eventpipe.errors import EventpipeError
+    from producers.query import ReadOnlyQuery
     from sinks.clickhouse import connect
 
-    result = connect(s.clickhouse_dsn, readonly=True).query(sql)
-    return list(result.column_names), [list(r) for r in result.result_rows]
+    try:
+        return ReadOnlyQuery(connect(s.clickhouse_dsn), s)(sql)
+    except EventpipeError as exc:
+        raise typer.BadParameter(exc.message, param_hint="SQL") from None
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """``eventpipe dev``: the whole pipeline on one machine, embedded parts by default.
 
 One process runs the edge (uvicorn) and the sink (a thread), and owns the chDB directory, so
-``eventpipe query`` and the tests read ClickHouse through its ``/admin/query`` route. The Faust
+``eventpipe query`` and the tests read ClickHouse through its ``/admin/query`` route, served on
+its main port (which must then be loopback, unless ``EVENTPIPE_ADMIN_ALLOW_REMOTE``). The Faust
 worker runs as a child process, as it would in production. With ``EVENTPIPE_KAFKA_BOOTSTRAP`` /
 ``EVENTPIPE_CLICKHOUSE_URL`` set, the same code runs against those and nothing embedded starts.
 
@@ -46,9 +47,11 @@ from eventpipe.drain import Outcome, drain
 from eventpipe.embedded import TansuBroker, die_with_parent, free_port, stop_process
 from eventpipe.kafka import ensure_topics
 from eventpipe.publisher import publisher_for
-from eventpipe.settings import Settings
+from eventpipe.settings import Settings, is_loopback
+from producers.admin import admin_routes
 from producers.app import create_app
 from producers.auth import KeyStore, new_key
+from producers.query import ReadOnlyQuery
 from producers.server import Shutdown, serve
 from sinks.clickhouse import connect, migrate
 from sinks.sink import Sink
@@ -134,6 +137,11 @@ def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
 
 
 def run_dev(settings: Settings) -> None:
+    if not is_loopback(settings.host) and not settings.admin_allow_remote:
+        raise SystemExit(
+            f"eventpipe dev serves the /admin routes on its main port, and {settings.host!r} is "
+            "not a loopback address: set EVENTPIPE_ADMIN_ALLOW_REMOTE=1 to serve them there"
+        )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     api_key, admin_token = _secrets(settings)
     port = settings.port or free_port(settings.host)
@@ -158,13 +166,7 @@ def run_dev(settings: Settings) -> None:
         if applied:
             log.info("clickhouse migrations applied", migrations=applied)
         # A separate client for reads: chDB keeps per-query settings on the client's session.
-        reader = connect(settings.clickhouse_dsn, readonly=True)
-        read_lock = threading.Lock()
-
-        def query(sql: str) -> tuple[list[str], list[list[Any]]]:
-            with read_lock:
-                result = reader.query(sql)
-            return list(result.column_names), [list(row) for row in result.result_rows]
+        query = ReadOnlyQuery(connect(settings.clickhouse_dsn), settings)
 
         # The worker's consumer group, which the drain reads, is its Faust app id. Imported here
         # (at start, so a stop cannot fail on it), not at the top: ``eventpipe query`` imports
@@ -189,9 +191,10 @@ def run_dev(settings: Settings) -> None:
         stack.callback(publisher.close)
         keys = KeyStore(settings.api_keys, settings.rate_limit_per_minute)
         keys.add(api_key, DEV_PRODUCT, "api")
+        admin = admin_routes(settings, keys, query)
         # The catalog writes curated entries: its own client, a writer, on the directory we own.
         catalog = Catalog.from_settings(connect(settings.clickhouse_dsn), settings)
-        app = create_app(settings, publisher, keys, query=query, codec=codec, catalog=catalog)
+        app = create_app(settings, publisher, keys, codec=codec, admin=admin, catalog=catalog)
 
         url = f"http://{settings.host}:{port}"
         DevState(

@@ -1,7 +1,14 @@
 """API keys and per-workspace rate limits: who may send, and how fast.
 
-Keys are held only as SHA-256 digests. The lookup is by digest (an attacker cannot steer it) and
-the final comparison is constant-time; no key ever reaches a log line, a metric or an error body.
+Keys are held only as SHA-256 digests, and a request's key is found by a dict lookup on its
+digest. That lookup is not constant-time, and need not be: what its timing could reveal is how
+much of the *digest* of a guess matches a stored digest, and steering a guess's digest byte by
+byte means finding SHA-256 preimages. Keys are 24 random bytes (``new_key``), so guessing one
+is out of reach too. No key ever reaches a log line, a metric or an error body.
+
+Keys come from two places: ``EVENTPIPE_API_KEYS`` (every replica reads the same list) and
+``/admin/keys`` (minted in this process only). A configured key cannot be revoked through the
+admin route: that would revoke it in one replica while every other one still accepts it.
 
 Rate limits are token buckets per workspace (product) **per edge replica**: N replicas behind a
 load balancer allow up to N times the configured budget.
@@ -10,14 +17,13 @@ load balancer allow up to N times the configured budget.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import math
 import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from eventpipe.errors import RateLimited, Unauthorized
+from eventpipe.errors import Conflict, RateLimited, Unauthorized
 from eventpipe.settings import ApiKeyConfig
 
 KEY_PREFIX = "ep_"
@@ -43,15 +49,16 @@ def new_key() -> str:
 class KeyStore:
     def __init__(self, keys: list[ApiKeyConfig], default_rate_limit: int) -> None:
         self._default = default_rate_limit
-        self._by_digest: dict[str, tuple[str, Principal]] = {}
+        self._by_digest: dict[str, Principal] = {}
         self._lock = threading.Lock()
         for k in keys:
             self.add_digest(k)
+        self._configured = frozenset(self._by_digest)
 
     def add_digest(self, cfg: ApiKeyConfig) -> Principal:
         p = Principal(cfg.product, cfg.source, cfg.rate_limit_per_minute or self._default)
         with self._lock:
-            self._by_digest[cfg.sha256.lower()] = (cfg.sha256.lower(), p)
+            self._by_digest[cfg.sha256.lower()] = p
         return p
 
     def add(self, key: str, product: str, source: str = "api", rate: int | None = None) -> None:
@@ -62,9 +69,19 @@ class KeyStore:
         )
 
     def revoke(self, key: str) -> bool:
-        """Forget a key: its next request is a 401. True when the key was known."""
+        """Forget a minted key: its next request is a 401. True when the key was known.
+
+        A key from ``EVENTPIPE_API_KEYS`` is a Conflict: it lives in every replica's
+        configuration, and is revoked by removing it there."""
+        digest = hash_key(key)
+        if digest in self._configured:
+            raise Conflict(
+                "this key is configured in EVENTPIPE_API_KEYS, which every edge replica reads: "
+                "remove it there and restart the edges to revoke it",
+                field="key",
+            )
         with self._lock:
-            return self._by_digest.pop(hash_key(key), None) is not None
+            return self._by_digest.pop(digest, None) is not None
 
     def authenticate(self, authorization: str | None) -> Principal:
         if not authorization:
@@ -73,11 +90,10 @@ class KeyStore:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("malformed Authorization header (expected 'Bearer <api key>')")
-        digest = hash_key(token)
-        found = self._by_digest.get(digest)
-        if found is None or not hmac.compare_digest(found[0], digest):
+        found = self._by_digest.get(hash_key(token))
+        if found is None:
             raise Unauthorized("invalid API key")
-        return found[1]
+        return found
 
 
 class RateLimiter:

@@ -9,19 +9,26 @@ refused), in-flight requests finish (each awaits its Kafka ack) and get their an
 The two steps live in :class:`Shutdown`, not in the server, so that a caller whose stop goes on
 after the server returned (``eventpipe dev`` drains the pipeline) can install it around its
 whole stop: the second signal then reaches the drain as well.
+
+``serve`` can run more than one listener in one event loop (the edge's public app and its admin
+app); they share one :class:`Shutdown`, so a signal stops all of them, and so does any one
+stopping.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 
 import uvicorn
 from starlette.applications import Starlette
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+Listener = tuple[Starlette, str, int]
 
 
 class Shutdown:
@@ -89,15 +96,41 @@ class _Server(uvicorn.Server):
         yield
 
 
-def serve(app: Starlette, host: str, port: int, shutdown: Shutdown | None = None) -> None:
-    """Serve until SIGINT/SIGTERM, then return after in-flight requests are answered.
+def serve(
+    app: Starlette,
+    host: str,
+    port: int,
+    shutdown: Shutdown | None = None,
+    *,
+    also: Sequence[Listener] = (),
+) -> None:
+    """Serve ``app`` (and the ``also`` listeners) until SIGINT/SIGTERM, then return after
+    in-flight requests are answered.
 
     With ``shutdown``, its owner has installed it (``Shutdown.installed``) and signals are its
-    business; without, one is installed for the time the server runs.
+    business; without, one is installed for the time the servers run.
     """
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
     if shutdown is not None:
-        _Server(config, shutdown).run()
+        _serve_all([(app, host, port), *also], shutdown)
         return
     with Shutdown().installed() as own:
-        _Server(config, own).run()
+        _serve_all([(app, host, port), *also], own)
+
+
+def _serve_all(listeners: Sequence[Listener], shutdown: Shutdown) -> None:
+    servers = [
+        _Server(uvicorn.Config(a, host=h, port=p, log_level="warning", lifespan="off"), shutdown)
+        for a, h, p in listeners
+    ]
+
+    async def one(server: _Server) -> None:
+        try:
+            await server.serve()
+        finally:
+            shutdown.requested.set()  # one listener gone (stopped, or failed to bind): all stop
+
+    async def all_of_them() -> None:
+        await asyncio.gather(*(one(s) for s in servers))
+
+    with asyncio.Runner(loop_factory=servers[0].config.get_loop_factory()) as runner:
+        runner.run(all_of_them())
