@@ -156,7 +156,7 @@ def edge(stack: Stack, backend_env: dict[str, str], tmp_path: Path) -> Iterator[
     )
     log = (tmp_path / "edge.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "eventpipe", "edge", "--port", str(port)],
+        [sys.executable, "-m", "launch", "edge", "--port", str(port)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -215,7 +215,7 @@ def test_edge_refuses_a_non_loopback_admin_listener(tmp_path: Path) -> None:
         EVENTPIPE_ADMIN_LISTEN=f"0.0.0.0:{free_port()}",
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "eventpipe", "edge", "--port", str(free_port())],
+        [sys.executable, "-m", "launch", "edge", "--port", str(free_port())],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -107,7 +107,7 @@ def test_the_public_app_has_admin_routes_only_when_given_them() -> None:
 
 
 def test_dev_refuses_to_serve_admin_routes_on_a_public_address() -> None:
-    from eventpipe.dev import run_dev
+    from launch.dev import run_dev
 
     with pytest.raises(SystemExit, match="EVENTPIPE_ADMIN_ALLOW_REMOTE"):
         run_dev(Settings(host="0.0.0.0"))
