@@ -70,7 +70,7 @@ class Outbox:
         self._codec = codec
         self._rejected_to = rejected_to
         self._items: defaultdict[str, list[tuple[bytes, bytes, int]]] = defaultdict(list)
-        self._entries: defaultdict[str, list[tuple[bytes, bytes, int]]] = defaultdict(list)
+        self._entries: defaultdict[str, list[tuple[bytes, bytes | None, int]]] = defaultdict(list)
         self._changelogs: dict[int, _Changelog] = {}
 
     def add(self, topic: str, record_name: str, key: bytes, record: dict[str, Any]) -> str | None:
@@ -98,6 +98,13 @@ class Outbox:
         dump_key, dump_value = changelog.dump_key, changelog.dump_value
         self._entries[changelog.topic].append((dump_key(key), dump_value(value), partition))
         changelog.pending[key] = value
+
+    def forget(self, table: Table[Any, Any], key: Any, partition: int) -> None:
+        """Queue ``del table[key]``: a tombstone to the changelog ``partition`` its entry was
+        written to; the store drops the key once Kafka acknowledged it (``get`` sees None)."""
+        self.put(table, key, None, partition)  # queues b"null" for the value: replaced here
+        entries = self._entries[self._changelogs[id(table)].topic]
+        entries[-1] = (entries[-1][0], None, partition)  # a tombstone has no value at all
 
     def get(self, table: Table[Any, Any], key: Any) -> Any:
         """``table.get(key)``, seeing what :meth:`put` queued for it and is not stored yet (a
@@ -134,9 +141,12 @@ class Outbox:
         await self._send(self._entries)
         for changelog in self._changelogs.values():
             changelog.table.raw_update(changelog.pending)  # the store only: records are sent
+            for key in [k for k, v in changelog.pending.items() if v is None]:
+                changelog.table.data.pop(key, None)  # forgotten (tables hold no None value)
             changelog.pending.clear()
 
-    async def _send(self, queued: defaultdict[str, list[tuple[bytes, bytes, int]]]) -> None:
+    # A queued value is Any, not bytes: a tombstone's is None, which produce() sends as is.
+    async def _send(self, queued: defaultdict[str, list[tuple[bytes, Any, int]]]) -> None:
         delay = RETRY_FIRST_S
         while True:
             pending = {topic: items for topic, items in queued.items() if items}
@@ -164,6 +174,6 @@ class Outbox:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
 
-    def _publish(self, topic: str, items: list[tuple[bytes, bytes, int]]) -> Any:
+    def _publish(self, topic: str, items: list[tuple[bytes, Any, int]]) -> Any:
         pairs = [(key, value) for key, value, _ in items]
         return self._publisher.publish(topic, pairs, [partition for _, _, partition in items])

@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
+from streams.dedupe import Expiry
+
 
 class ScriptedPublisher:
     """Fails the first ``failures`` items it is handed; records what it acknowledged."""
@@ -42,14 +44,20 @@ class ScriptedPublisher:
 
 
 class FakeTable(dict[bytes, Any]):
-    """What ``Outbox.put`` uses of a Faust table: changelog topic, serializers, raw_update."""
+    """What the outbox and the agent use of a Faust table: changelog topic, serializers,
+    raw_update, the store (``data``) and, for the dedupe table, its ``expiry``."""
 
     key_serializer = "raw"
     value_serializer = "json"
 
-    def __init__(self, changelog: str = "app-dedupe-changelog") -> None:
+    def __init__(self, changelog: str = "app-dedupe-changelog", window_ms: int = 3_600_000) -> None:
         super().__init__()
         self.changelog_topic = SimpleNamespace(get_topic_name=lambda: changelog)
+        self.expiry = Expiry(window_ms)
+
+    @property
+    def data(self) -> dict[bytes, Any]:
+        return self
 
     def raw_update(self, entries: dict[bytes, Any]) -> None:
         self.update(entries)
