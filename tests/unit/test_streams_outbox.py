@@ -120,3 +120,32 @@ def test_get_sees_what_put_queued_before_the_table_does() -> None:
     assert b"k1" not in table
     asyncio.run(box.flush())
     assert table[b"k1"] == 2 and box.get(table, b"k1") == 2
+
+
+def test_forget_sends_a_tombstone_and_drops_the_key_only_once_acknowledged() -> None:
+    publisher = ScriptedPublisher(failures=1)  # the tombstone fails once
+    table = FakeTable()
+    table[b"gone"] = 1
+    box = Outbox(publisher, CODEC, "rejected")
+    box.forget(table, b"gone", partition=2)
+    assert box.get(table, b"gone") is None  # forgotten for the batch already
+    publisher.on_publish = lambda: assert_holds(table, b"gone")
+    asyncio.run(box.flush())
+    assert publisher.sent == [("app-dedupe-changelog", b"gone", None, 2)]  # no value at all
+    assert table == {}
+
+
+def test_a_key_put_again_after_forget_is_kept() -> None:
+    publisher = ScriptedPublisher()
+    table = FakeTable()
+    table[b"k"] = 1
+    box = Outbox(publisher, CODEC, "rejected")
+    box.forget(table, b"k", partition=0)
+    box.put(table, b"k", 5, partition=0)
+    asyncio.run(box.flush())
+    assert [value for _, _, value, _ in publisher.sent] == [None, b"5"]  # in that order
+    assert table == {b"k": 5}
+
+
+def assert_holds(table: FakeTable, key: bytes) -> None:
+    assert key in table
