@@ -33,18 +33,30 @@ from streams.dedupe import table_key
 
 FULL_KEYS = (0, 100_000, 1_000_000)
 QUICK_KEYS = (0, 10_000)
-"""Live keys per run; the last count is also measured with every entry out of the window."""
+"""Live keys per run. One more run writes the largest count out of the window, then a tenth of
+it live: the changelog a long-running worker leaves, minus the tombstones it wrote (keys that
+expired while no worker ran). The recovery keeps the live tenth only."""
 TIMEOUT_S = 600.0
 
 
 def fill_changelog(
     settings: Settings, keys: int, say: Callable[[str], None], expired: bool = False
 ) -> str:
-    """Write ``keys`` dedupe entries, spread over the partitions, within the window (else all
-    out of it: two windows old); return the topic."""
+    """Write ``keys`` dedupe entries, spread over the partitions, within the window (else two
+    windows old, then ``keys // 10`` within it); return the topic."""
     topic = f"{app_id(settings)}-{DEDUPE_TABLE}-changelog"
     window_ms = settings.dedupe_window_seconds * 1000
     create_topics(settings, [topic], config=expiring(window_ms))
+    if expired:
+        _write(settings, topic, keys, int(time.time() * 1000) - 2 * window_ms, "old", say)
+        keys //= 10
+    _write(settings, topic, keys, int(time.time() * 1000), "kept", say)
+    return topic
+
+
+def _write(
+    settings: Settings, topic: str, keys: int, first_ms: int, name: str, say: Callable[[str], None]
+) -> None:
     producer = Producer(producer_config(settings, **{"linger.ms": 20}))
     errors: list[str] = []
 
@@ -52,10 +64,10 @@ def fill_changelog(
         if err is not None:
             errors.append(str(err))
 
-    value = b"%d" % (int(time.time() * 1000) - (2 * window_ms if expired else 0))
+    value = b"%d" % first_ms
     partitions = settings.topic_partitions
     for i in range(keys):
-        key = table_key("bench", "api", f"kept-{i}")
+        key = table_key("bench", "api", f"{name}-{i}")
         while True:
             try:
                 producer.produce(topic, value, key, i % partitions, on_delivery=on_delivery)
@@ -66,7 +78,6 @@ def fill_changelog(
             say(f"state: writing {keys:,} changelog entries ({i:,})")
     if producer.flush(120) or errors:
         raise RuntimeError(f"filling {topic} failed: {errors[:3]}")
-    return topic
 
 
 def measure(
@@ -98,8 +109,8 @@ def measure(
             stop(worker)
             watcher.close()
         return {
-            "keys": keys,
-            "expired": expired,
+            "keys": keys // 10 if expired else keys,
+            "expired_keys": keys if expired else 0,
             "ready_s": ready_s,
             "restart_to_processing_s": watcher.first - started,
             **memory,
@@ -117,7 +128,7 @@ def run(
     for r in runs:
         if r["keys"]:
             r["bytes_per_key"] = (r["rss_mb"] - base) * 1024 * 1024 / r["keys"]
-        n = f"{r['keys']:,}{' expired' if r['expired'] else ''}"
+        n = f"{r['keys']:,}" + (f" (+{r['expired_keys']:,} expired)" if r["expired_keys"] else "")
         results.append(
             StageResult(
                 f"state: restart to processing, {n} keys",
