@@ -19,11 +19,14 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from bench import agents, e2e, edge, report, sink
+from bench import agents, e2e, edge, report, sink, state
 from bench.report import StageResult
 from eventpipe.logs import configure
 
-STAGES = ("edge", "agents", "sink", "e2e")
+STAGES = ("edge", "agents", "sink", "e2e", "state")
+DEFAULT_STAGES = ("edge", "agents", "sink", "e2e")
+"""``state`` (a restarted worker with 100k and 1M live dedupe keys, several minutes) runs only
+when asked for with ``--only state``."""
 ROUNDED = ("edge", "agents", "sink")
 """The stages compared with a ceiling: measured ``Plan.rounds`` times (e2e has no ceiling)."""
 FULL_EVENTS = 210_000
@@ -61,7 +64,9 @@ class Plan:
         )
 
 
-def run(plan: Plan, only: list[str], workdir: Path, console: Console) -> list[StageResult]:
+def run(
+    plan: Plan, only: list[str], workdir: Path, console: Console, quick: bool = False
+) -> list[StageResult]:
     results: list[StageResult] = []
     with Progress(
         SpinnerColumn(),
@@ -84,6 +89,8 @@ def run(plan: Plan, only: list[str], workdir: Path, console: Console) -> list[St
                 return agents.run(workdir, plan.agent_events, say)[0]
             if name == "sink":
                 return sink.run(workdir, plan.sink_events, say)[0]
+            if name == "state":
+                return state.run(workdir, quick, say)[0]
             e2e_concurrency = min(plan.concurrency, 4)
             return e2e.run(workdir, plan.e2e_events, plan.e2e_seconds, e2e_concurrency, say)[0]
 
@@ -119,7 +126,7 @@ def main(
 ) -> None:
     """Benchmark every eventpipe stage against its bare-library ceiling."""
     configure("warning", False)
-    stages = [s for s in STAGES if not only or s in only]
+    stages = [s for s in STAGES if (s in only if only else s in DEFAULT_STAGES)]
     unknown = set(only or ()) - set(STAGES)
     if unknown:
         raise typer.BadParameter(f"unknown stages {sorted(unknown)}", param_hint="--only")
@@ -130,7 +137,7 @@ def main(
     started = datetime.now(UTC)
     workdir = Path(tempfile.mkdtemp(prefix="eventpipe-bench-"))
     try:
-        results = run(plan, stages, workdir, console)
+        results = run(plan, stages, workdir, console, quick)
     except BaseException:
         console.print(f"[red]benchmark failed[/]; child logs kept in {workdir}")
         raise

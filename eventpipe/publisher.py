@@ -92,7 +92,7 @@ class Publisher(Protocol):
     async def publish(
         self,
         topic: str,
-        items: Sequence[tuple[bytes, bytes]],
+        items: Sequence[tuple[bytes, bytes | None]],
         partitions: Sequence[int] | None = None,
     ) -> list[Failure | None]:
         """Publish (key, value) pairs, to the given partitions if any (``ANY_PARTITION``: by
@@ -151,7 +151,7 @@ class KafkaPublisher:
     async def publish(
         self,
         topic: str,
-        items: Sequence[tuple[bytes, bytes]],
+        items: Sequence[tuple[bytes, bytes | None]],
         partitions: Sequence[int] | None = None,
     ) -> list[Failure | None]:
         loop = asyncio.get_running_loop()
@@ -208,7 +208,7 @@ class KafkaPublisher:
 
 
 def _match_failures(
-    items: Sequence[tuple[bytes, bytes]],
+    items: Sequence[tuple[bytes, bytes | None]],
     results: list[Failure | None],
     failed: list[tuple[bytes | None, bytes | None, KafkaError]],
 ) -> None:

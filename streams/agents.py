@@ -47,6 +47,7 @@ from typing import Any
 import structlog
 from faust import App, EventT, StreamT, Table, TopicT
 from prometheus_client import Counter as PromCounter
+from prometheus_client import Gauge
 
 from eventpipe import dialects
 from eventpipe.codec import CLEAN_EVENT, IDENTITY_LINK
@@ -55,6 +56,7 @@ from eventpipe.event import clean_record, to_ms
 from eventpipe.identity import identity_key, resolve
 from streams.codec import Undecodable, rejected
 from streams.dedupe import Decision, decide, table_key
+from streams.dedupe_table import DedupeTable
 from streams.outbox import Outbox, batches
 
 log = structlog.get_logger(__name__)
@@ -65,6 +67,10 @@ DEDUPE_DROPPED = PromCounter(
 PROCESSED = PromCounter(
     "eventpipe_worker_events_total", "Raw events handled by the worker, by outcome", ["outcome"]
 )
+DEDUPE_FORGOTTEN = PromCounter(
+    "eventpipe_dedupe_forgotten_total", "Dedupe keys forgotten after the window (tombstoned)"
+)
+DEDUPE_LIVE = Gauge("eventpipe_dedupe_live_keys", "Dedupe keys held by this worker")
 LINKS = PromCounter("eventpipe_identity_links_total", "Identity links by status", ["status"])
 
 
@@ -134,8 +140,8 @@ class EventAgent:
     outbox: Outbox
     clean_to: str
     identities_to: str
-    seen: Table[bytes, int]
-    """Dedupe key -> the first ``received_at`` (ms)."""
+    seen: DedupeTable
+    """Dedupe key -> the first ``received_at`` (ms), within the window."""
     links: Table[bytes, str]
     """Identity key -> the user id its anonymous id is linked to."""
     window_ms: int
@@ -145,6 +151,10 @@ class EventAgent:
             async for events in batches(stream):
                 for outcome, n in (await self.handle(events)).items():
                     PROCESSED.labels(outcome).inc(n)
+                # Between batches: the keys that left the window get their tombstones.
+                partitions = {event.message.partition for event in events}
+                DEDUPE_FORGOTTEN.inc(await self.seen.sweep(self.outbox, partitions))
+                DEDUPE_LIVE.set(self.seen.live_keys())
 
         app.agent(source, name="clean_events")(clean_events)
 
@@ -162,6 +172,7 @@ class EventAgent:
                 self.outbox.reject_undecodable(event, value)
                 counts["rejected"] += 1
                 continue
+            self.seen.expiry.observe(event.message.partition, to_ms(value["received_at"]))
             out = _safe_process(value, seen, self.window_ms)
             if isinstance(out, Drop):
                 self.outbox.reject(out.notice)
@@ -175,6 +186,7 @@ class EventAgent:
                         key, received_ms = out.mark
                         partition = event.message.partition
                         self.outbox.put(self.seen, key, received_ms, partition, origin=value)
+                        self.seen.expiry.track(partition, key, received_ms)
                     counts["forwarded"] += 1
                     continue
                 out = Reject(rejected(value, "identity", err))

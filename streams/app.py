@@ -21,7 +21,10 @@ from eventpipe.settings import Settings
 from eventpipe.topics import TopicNames
 from streams import fetchwait
 from streams.agents import EventAgent
+from streams.changelog import COMPACT, expiring
 from streams.codec import CODEC_NAMES, register_codecs
+from streams.dedupe import Expiry
+from streams.dedupe_table import DedupeTable
 from streams.outbox import Outbox
 from streams.recovery import ResumeKeepsBuffers
 
@@ -100,12 +103,17 @@ def create_app(settings: Settings, publisher: Publisher) -> faust.App:
 
     # Both tables are written through the agent's outbox (streams.outbox: the changelog record
     # with the batch, the store after the acks), never through Faust's table[key] = value.
-    seen: faust.Table[bytes, int] = app.Table(  # type: ignore[assignment]  # Faust: TableT
-        DEDUPE_TABLE,
+    window_ms = settings.dedupe_window_seconds * 1000
+    seen = DedupeTable(  # forgets keys past the window: streams.dedupe_table
+        app,
+        name=DEDUPE_TABLE,
+        beacon=app.tables.beacon,
         partitions=settings.topic_partitions,
         key_type=bytes,  # (product, source, external_id), serialized "raw"
         value_type=int,  # the first received_at (ms), serialized "json"
+        expiry=Expiry(window_ms),
     )
+    app.tables.add(seen)
     links: faust.Table[bytes, str] = app.Table(  # type: ignore[assignment]
         IDENTITY_TABLE,
         partitions=settings.topic_partitions,
@@ -118,11 +126,17 @@ def create_app(settings: Settings, publisher: Publisher) -> faust.App:
         identities_to=names.identities,
         seen=seen,
         links=links,
-        window_ms=settings.dedupe_window_seconds * 1000,
+        window_ms=window_ms,
     ).attach(app, topic(names.raw, RAW_EVENT))
     return app
 
 
-def changelog_topics(app: faust.App) -> list[str]:
-    """The changelog topic of every table of ``app``, named as Faust names it."""
-    return [t.changelog_topic.get_topic_name() for t in app.tables.values()]
+def changelog_topics(app: faust.App) -> dict[str, dict[str, str]]:
+    """The changelog topic of every table of ``app``, named as Faust names it, with the config
+    it is created with (``streams.changelog``)."""
+    return {
+        t.changelog_topic.get_topic_name(): (
+            expiring(t.expiry.window_ms) if isinstance(t, DedupeTable) else COMPACT
+        )
+        for t in app.tables.values()
+    }

@@ -9,13 +9,20 @@ throughput). Its limit: it covers recovery when a worker starts; a partition mov
 running workers (rebalance) can still recover without the other worker's last batch. The
 event-id keyed ReplacingMergeTree in ClickHouse is the second line for that case.
 
-The sentinel key cannot collide with a dedupe key (``streams.dedupe.SENTINEL_KEY``); it sits in
-the table, whose lookups only ever use real dedupe keys.
+The sentinel key cannot collide with a dedupe key (``streams.dedupe.SENTINEL_KEY``), and the
+dedupe table does not keep it when it recovers (``streams.dedupe_table``).
+
+Topic configs: the identity changelog is compacted (links are kept for good); the dedupe
+changelog is ``compact,delete`` with a retention past the window (:func:`expiring`), so a real
+Kafka drops the entries of keys that left the window even where no tombstone was written (a key
+that expired while no worker ran). Tansu accepts these configs and honours neither: it never
+compacts or deletes, and the dedupe table's tombstones and recovery filter bound what a worker
+keeps there. Topics that already exist keep the config they were created with.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import structlog
 from confluent_kafka import Producer
@@ -27,12 +34,34 @@ from streams.dedupe import SENTINEL_KEY, SENTINEL_VALUE
 log = structlog.get_logger(__name__)
 
 
-def ensure_changelogs(settings: Settings, topics: Iterable[str], timeout_s: float = 30.0) -> None:
-    """Create missing changelog topics with the raw topic's partition count, compacted.
+COMPACT = {"cleanup.policy": "compact"}
+
+
+def expiring(window_ms: int) -> dict[str, str]:
+    """The config of a changelog whose entries matter for ``window_ms`` after they were written.
+
+    Retention is two windows, counted from the record's timestamp (when the worker wrote it,
+    never before the ``received_at`` the window counts from): a worker that lags the edge by
+    up to a window still recovers every key its backlog needs. Segments roll every window, as
+    Kafka deletes only whole segments: the topic holds about three windows of entries.
+    """
+    return {
+        "cleanup.policy": "compact,delete",
+        "retention.ms": str(2 * window_ms),
+        "segment.ms": str(window_ms),
+    }
+
+
+def ensure_changelogs(
+    settings: Settings, topics: Mapping[str, Mapping[str, str]], timeout_s: float = 30.0
+) -> None:
+    """Create missing changelog topics (name -> topic config) with the raw topic's partition
+    count.
 
     Faust would create them itself when it starts, but the sentinels must be written first.
     """
-    create_topics(settings, topics, config={"cleanup.policy": "compact"}, timeout_s=timeout_s)
+    for name, config in topics.items():
+        create_topics(settings, [name], config=dict(config), timeout_s=timeout_s)
 
 
 def write_sentinels(settings: Settings, topics: Iterable[str], timeout_s: float = 30.0) -> int:
@@ -64,10 +93,10 @@ def write_sentinels(settings: Settings, topics: Iterable[str], timeout_s: float 
     return written
 
 
-def prepare_changelogs(settings: Settings, topics: Iterable[str]) -> None:
-    """Create the changelog topics and, on the embedded broker, write their sentinels: call
-    before the worker starts. A real Kafka reports true end offsets (``eventpipe.broker``)."""
-    wanted = list(topics)
-    ensure_changelogs(settings, wanted)
+def prepare_changelogs(settings: Settings, topics: Mapping[str, Mapping[str, str]]) -> None:
+    """Create the changelog topics (name -> topic config) and, on the embedded broker, write
+    their sentinels: call before the worker starts. A real Kafka reports true end offsets
+    (``eventpipe.broker``)."""
+    ensure_changelogs(settings, topics)
     if settings.workarounds.changelog_sentinels:
-        write_sentinels(settings, wanted)
+        write_sentinels(settings, list(topics))

@@ -75,7 +75,8 @@ def batches(stream: StreamT[Any]) -> AsyncIterator[Sequence[EventT[Any]]]:
 
 class _Item(NamedTuple):
     key: bytes
-    value: bytes
+    value: bytes | None
+    """None: a tombstone (a forgotten table key), which produce() sends as a null value."""
     partition: int
     origin: Mapping[str, Any] | None
     """What to reject if Kafka refuses the record for good: the source raw record of an
@@ -152,6 +153,13 @@ class Outbox:
         changelog.queued.append((key, item))
         changelog.pending[key] = value
 
+    def forget(self, table: Table[Any, Any], key: Any, partition: int) -> None:
+        """Queue ``del table[key]``: a tombstone to the changelog ``partition`` its entry was
+        written to; the store drops the key once Kafka acknowledged it (``get`` sees None)."""
+        self.put(table, key, None, partition)  # queues b"null" for the value: replaced here
+        queued = self._changelogs[id(table)].queued
+        queued[-1] = (key, queued[-1][1]._replace(value=None))  # a tombstone has no value at all
+
     def get(self, table: Table[Any, Any], key: Any) -> Any:
         """``table.get(key)``, seeing what :meth:`put` queued for it and is not stored yet (a
         later record of the same batch must see an earlier one's key or link)."""
@@ -194,6 +202,8 @@ class Outbox:
         await self._send(self._entries, self._refuse_entry)
         for changelog in self._changelogs.values():
             changelog.table.raw_update(changelog.pending)  # the store only: records are sent
+            for key in [k for k, v in changelog.pending.items() if v is None]:
+                changelog.table.data.pop(key, None)  # forgotten (tables hold no None value)
             changelog.pending.clear()
 
     async def _send(
@@ -243,7 +253,7 @@ class Outbox:
     def _refuse_output(self, topic: str, item: _Item, failure: Failure) -> None:
         """Kafka will never store ``item`` in ``topic``: reject its source in its place."""
         REFUSED.labels(topic).inc()
-        size = len(item.key) + len(item.value)
+        size = len(item.key) + len(item.value or b"")
         reason = f"{topic} refused the record ({size} bytes) for good: {failure.reason}"
         origin = item.origin
         context = {"topic": topic, "bytes": size, "error": failure.reason}
@@ -272,7 +282,7 @@ class Outbox:
             topic=topic,
             partition=item.partition,
             key=item.key[:200].decode(errors="replace"),
-            bytes=len(item.key) + len(item.value),
+            bytes=len(item.key) + len(item.value or b""),
             error=failure.reason,
         )
 

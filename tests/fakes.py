@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from eventpipe.publisher import Failure
+from streams.dedupe import Expiry
 
 TIMED_OUT = Failure("_MSG_TIMED_OUT: Local: Message timed out", retryable=True)
 TOO_LARGE = Failure(
@@ -66,14 +67,20 @@ class ScriptedPublisher:
 
 
 class FakeTable(dict[bytes, Any]):
-    """What ``Outbox.put`` uses of a Faust table: changelog topic, serializers, raw_update."""
+    """What the outbox and the agent use of a Faust table: changelog topic, serializers,
+    raw_update, the store (``data``) and, for the dedupe table, its ``expiry``."""
 
     key_serializer = "raw"
     value_serializer = "json"
 
-    def __init__(self, changelog: str = "app-dedupe-changelog") -> None:
+    def __init__(self, changelog: str = "app-dedupe-changelog", window_ms: int = 3_600_000) -> None:
         super().__init__()
         self.changelog_topic = SimpleNamespace(get_topic_name=lambda: changelog)
+        self.expiry = Expiry(window_ms)
+
+    @property
+    def data(self) -> dict[bytes, Any]:
+        return self
 
     def raw_update(self, entries: dict[bytes, Any]) -> None:
         self.update(entries)

@@ -110,7 +110,7 @@ def test_changelog_sentinels_are_written_on_the_embedded_broker_only(
 ) -> None:
     s = _settings(profile, kafka_bootstrap=tansu.bootstrap, topic_partitions=2)
     topic = f"changelog-{profile}-{uuid.uuid4().hex[:8]}"
-    prepare_changelogs(s, [topic])
+    prepare_changelogs(s, {topic: {}})
     consumer = Consumer({"bootstrap.servers": tansu.bootstrap, "group.id": "unit"})
     try:
         ends = [consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1] for p in (0, 1)]

@@ -222,3 +222,32 @@ def test_a_changelog_entry_refused_for_good_is_kept_in_memory_and_counted() -> N
     assert publisher.refused == [("app-dedupe-changelog", b"k1")], "not retried"
     assert table == {b"k1": 1}, "its output was stored: the worker keeps the entry"
     assert refused._value.get() == before + 1
+
+
+def test_forget_sends_a_tombstone_and_drops_the_key_only_once_acknowledged() -> None:
+    publisher = ScriptedPublisher(failures=1)  # the tombstone fails once
+    table = FakeTable()
+    table[b"gone"] = 1
+    box = Outbox(publisher, CODEC, "rejected")
+    box.forget(table, b"gone", partition=2)
+    assert box.get(table, b"gone") is None  # forgotten for the batch already
+    publisher.on_publish = lambda: assert_holds(table, b"gone")
+    asyncio.run(box.flush())
+    assert publisher.sent == [("app-dedupe-changelog", b"gone", None, 2)]  # no value at all
+    assert table == {}
+
+
+def test_a_key_put_again_after_forget_is_kept() -> None:
+    publisher = ScriptedPublisher()
+    table = FakeTable()
+    table[b"k"] = 1
+    box = Outbox(publisher, CODEC, "rejected")
+    box.forget(table, b"k", partition=0)
+    box.put(table, b"k", 5, partition=0)
+    asyncio.run(box.flush())
+    assert [value for _, _, value, _ in publisher.sent] == [None, b"5"]  # in that order
+    assert table == {b"k": 5}
+
+
+def assert_holds(table: FakeTable, key: bytes) -> None:
+    assert key in table

@@ -1,0 +1,99 @@
+"""The dedupe table: a Faust table that forgets keys past the window (``streams.dedupe.Expiry``).
+
+Three parts keep it bounded, each where Faust or Kafka can do it:
+
+* while the worker runs, the agent calls :meth:`DedupeTable.sweep` after each batch: the keys
+  that left the window at their partition's horizon get a tombstone on the changelog (through
+  the outbox, to the partition the entry was written to) and leave the store once it is
+  acknowledged. A compacting Kafka then drops their entries; a restart on a broker that never
+  compacts (Tansu) reads the tombstone and does not keep the key;
+* when a partition is recovered (a restart, a rebalance, a standby reading along), entries
+  already out of the window are not kept (:meth:`DedupeTable.apply_changelog_batch`): a key
+  that left the window while no worker ran is forgotten even though no tombstone was written;
+* on a real Kafka the changelog is also ``compact,delete`` with a retention past the window
+  (``streams.changelog``), for the entries no tombstone ever covered.
+
+The store is Faust's in-memory one (``streams.app``). Entries are written by the outbox's
+``raw_update`` and recovered here, never through Faust's ``table[key] = value``: Faust's
+``_key_partition`` map is not kept, :class:`Expiry` knows each key's partition instead, and
+:meth:`DedupeTable.on_recovery_completed` drops the keys of partitions this worker lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import faust
+import structlog
+from faust.types import TP, EventT
+
+from streams.dedupe import SENTINEL_KEY, Expiry
+from streams.outbox import Outbox
+
+log = structlog.get_logger(__name__)
+
+
+class DedupeTable(faust.Table):  # type: ignore[type-arg]  # Faust: Table[KT, VT]
+    """Dedupe key (bytes) -> the first ``received_at`` (ms), forgetting keys past the window."""
+
+    def __init__(self, *args: Any, expiry: Expiry, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.expiry = expiry
+
+    def live_keys(self) -> int:
+        return len(self.data)
+
+    def apply_changelog_batch(self, batch: Iterable[EventT[Any]]) -> None:
+        """Recover entries as the memory store would (a tombstone deletes), except the sentinel
+        (it carries no dedupe key) and entries out of the window at their partition's horizon
+        (which recovery advances as it reads)."""
+        store = self.data
+        touched: set[int] = set()
+        for event in batch:
+            msg = event.message
+            key, first_ms = msg.key, event.value
+            if key is None or key == SENTINEL_KEY:
+                continue
+            if msg.value is None:
+                store.pop(key, None)
+                continue
+            if not isinstance(first_ms, int):  # never written by the outbox
+                log.warning(
+                    "dedupe changelog entry ignored", partition=msg.partition, value=first_ms
+                )
+                continue
+            store[key] = first_ms
+            self.expiry.track(msg.partition, key, first_ms)
+            touched.add(msg.partition)
+        for _, key, first_ms in self.expiry.due(touched):
+            if store.get(key) == first_ms:  # not stored again since
+                del store[key]
+
+    async def sweep(self, outbox: Outbox, partitions: Iterable[int]) -> int:
+        """Tombstone the keys of ``partitions`` that left the window; return how many.
+
+        Call it only between batches (the agent does, after each flush): the tombstones must
+        follow the entries they delete on the changelog, and a batch must not see a key that
+        its tombstone's flush is about to remove.
+        """
+        forgotten = 0
+        for partition, key, first_ms in self.expiry.due(partitions):
+            if outbox.get(self, key) == first_ms:  # not stored again since
+                outbox.forget(self, key, partition)
+                forgotten += 1
+        if forgotten:
+            await outbox.flush()
+        return forgotten
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        """Forget the keys of partitions this worker no longer holds (their new owner recovers
+        them from the changelog; if they come back, so does this worker)."""
+        topic = self.changelog_topic_name
+        kept = {tp.partition for tp in active_tps | standby_tps if tp.topic == topic}
+        store = self.data
+        for partition in self.expiry.partitions() - kept:
+            for key, first_ms in self.expiry.drop(partition):
+                if store.get(key) == first_ms:
+                    del store[key]
+        await super().on_recovery_completed(active_tps, standby_tps)
