@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from launch.dev import DevState
 
 from eventpipe.settings import Settings
+from launch.dev import DevState
 from streams.app import DEDUPE_TABLE, app_id
 from streams.dedupe import table_key
 from tests.conftest import Stack, Workspace
