@@ -25,8 +25,9 @@ from prometheus_client import CollectorRegistry
 from bench.data import clean_record
 from bench.procs import settings_for, wait_until
 from eventpipe.codec import AvroCodec
+from launch.processes import build_sink
 from sinks.clickhouse import EVENTS, connect, migrate
-from sinks.sink import Sink, SinkMetrics
+from sinks.sink import SinkMetrics
 
 
 def _cpu() -> float:
@@ -58,7 +59,7 @@ def run_sink(a: argparse.Namespace) -> dict[str, Any]:
         return consumers[-1]
 
     metrics = SinkMetrics(registry)
-    sink = Sink(settings, client, AvroCodec(), metrics=metrics, consumer_factory=factory)
+    sink = build_sink(settings, client, metrics=metrics, consumer_factory=factory)
     stop = threading.Event()
     thread = threading.Thread(target=sink.run, args=(stop,), name="sink")
 

@@ -14,8 +14,13 @@ its stage and reason, and the stage moves on.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import cast
+
 from confluent_kafka import KafkaError, KafkaException
-from tenacity import wait_exponential_jitter
+from tenacity import RetryCallState, wait_exponential_jitter
 from tenacity.wait import wait_base
 
 FIRST_WAIT_S = 0.2
@@ -26,6 +31,14 @@ def backoff(first_s: float = FIRST_WAIT_S, max_s: float = MAX_WAIT_S) -> wait_ba
     """Capped exponential backoff with jitter, so replicas that failed together do not retry
     together."""
     return wait_exponential_jitter(initial=first_s, max=max_s, jitter=first_s)
+
+
+def delays(first_s: float = FIRST_WAIT_S, max_s: float = MAX_WAIT_S) -> Iterator[float]:
+    """The waits of :func:`backoff`, one per failed try, for a loop that must wait on something
+    of its own (a stop event) rather than sleep inside tenacity."""
+    wait = backoff(first_s, max_s)
+    for attempt in itertools.count(1):
+        yield wait(cast(RetryCallState, SimpleNamespace(attempt_number=attempt)))
 
 
 KAFKA_PERMANENT = frozenset(

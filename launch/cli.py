@@ -47,26 +47,23 @@ def edge(
 
     With EVENTPIPE_ADMIN_TOKEN set, the /admin routes are served on EVENTPIPE_ADMIN_LISTEN
     (127.0.0.1:9001), never on the public port."""
-    from eventpipe.publisher import publisher_for
+    from launch.processes import build_edge
     from producers.admin import create_admin_app
-    from producers.app import create_app
-    from producers.auth import KeyStore
     from producers.server import serve
 
     s = _settings(port=port, host=host)
-    publisher = publisher_for(s)
-    try:
-        catalog = None  # the catalog needs a ClickHouse server: chDB belongs to one process
-        if not s.embedded_clickhouse:
-            from eventpipe.catalog import Catalog
-            from sinks.clickhouse import connect
+    catalog = None  # the catalog needs a ClickHouse server: chDB belongs to one process
+    if not s.embedded_clickhouse:
+        from eventpipe.catalog import Catalog
+        from sinks.clickhouse import connect
 
-            catalog = Catalog.from_settings(connect(s.clickhouse_dsn), s)
-        keys = KeyStore(s.api_keys, s.rate_limit_per_minute)
-        admin = [(create_admin_app(s, keys), *s.admin_address)] if s.admin_token else []
-        serve(create_app(s, publisher, keys, catalog=catalog), s.host, s.port, also=admin)
+        catalog = Catalog.from_settings(connect(s.clickhouse_dsn), s)
+    edge_ = build_edge(s, catalog=catalog)
+    try:
+        admin = [(create_admin_app(s, edge_.keys), *s.admin_address)] if s.admin_token else []
+        serve(edge_.app, s.host, s.port, also=admin)
     finally:
-        publisher.close()
+        edge_.close()
 
 
 @app.command()
@@ -80,17 +77,13 @@ def worker() -> None:
 @app.command()
 def sink() -> None:
     """Run the ClickHouse sink: clean and rejected topics into EVENTPIPE_CLICKHOUSE_URL."""
-    from eventpipe.codec import AvroCodec
-    from sinks.clickhouse import connect, migrate
-    from sinks.sink import Sink
+    from launch.processes import build_sink
 
-    s = _settings()
-    client = connect(s.clickhouse_dsn)
-    migrate(client)
+    sink_ = build_sink(_settings())
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    Sink(s, client, AvroCodec(s.schema_registry_url)).run(stop)
+    sink_.run(stop)
 
 
 @app.command()

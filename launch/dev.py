@@ -40,21 +40,19 @@ from typing import Any
 
 import structlog
 
+from eventpipe import retry
 from eventpipe.broker import BrokerProfile
 from eventpipe.catalog import Catalog
-from eventpipe.codec import AvroCodec
 from eventpipe.drain import Outcome, drain
 from eventpipe.embedded import TansuBroker, die_with_parent, free_port, stop_process
 from eventpipe.kafka import ensure_topics
-from eventpipe.publisher import publisher_for
 from eventpipe.settings import Settings, is_loopback
+from launch.processes import build_edge, build_sink
 from producers.admin import admin_routes
-from producers.app import create_app
-from producers.auth import KeyStore, new_key
+from producers.auth import new_key
 from producers.query import ReadOnlyQuery
 from producers.server import Shutdown, serve
 from sinks.clickhouse import connect, migrate
-from sinks.sink import Sink
 
 log = structlog.get_logger(__name__)
 
@@ -179,22 +177,21 @@ def run_dev(settings: Settings) -> None:
         stack.callback(worker.stop)
         worker.wait_ready(_ready_file(settings), WORKER_READY_TIMEOUT_S)
 
-        codec = AvroCodec(settings.schema_registry_url)
         stop_sink = threading.Event()
-        sink = Sink(settings, writer, codec)
+        sink = build_sink(settings, writer)
         sink_thread = threading.Thread(target=sink.run, args=(stop_sink,), name="sink")
         sink_thread.start()
         stack.callback(sink_thread.join, SINK_STOP_S)
         stack.callback(stop_sink.set)
 
-        publisher = publisher_for(settings)
-        stack.callback(publisher.close)
-        keys = KeyStore(settings.api_keys, settings.rate_limit_per_minute)
-        keys.add(api_key, DEV_PRODUCT, "api")
-        admin = admin_routes(settings, keys, query)
         # The catalog writes curated entries: its own client, a writer, on the directory we own.
         catalog = Catalog.from_settings(connect(settings.clickhouse_dsn), settings)
-        app = create_app(settings, publisher, keys, codec=codec, admin=admin, catalog=catalog)
+        edge = build_edge(
+            settings, admin=lambda keys: admin_routes(settings, keys, query), catalog=catalog
+        )
+        stack.callback(edge.close)
+        edge.keys.add(api_key, DEV_PRODUCT, "api")
+        publisher, app = edge.publisher, edge.app
 
         url = f"http://{settings.host}:{port}"
         DevState(
@@ -270,7 +267,7 @@ class WorkerSupervisor:
         self._thread.start()
 
     def _watch(self) -> None:
-        backoff = 1.0
+        waits = retry.delays(first_s=1.0, max_s=30.0)
         while not self._stopping.is_set():
             assert self._proc is not None
             code = self._proc.poll()
@@ -279,10 +276,10 @@ class WorkerSupervisor:
                 continue
             if self._stopping.is_set():
                 return
-            log.error("worker exited; restarting", returncode=code, restart_in_s=backoff)
-            if self._stopping.wait(backoff):
+            wait = next(waits)
+            log.error("worker exited; restarting", returncode=code, restart_in_s=round(wait, 2))
+            if self._stopping.wait(wait):
                 return
-            backoff = min(backoff * 2, 30.0)
             self._proc = _start_worker(self._settings)
 
     def wait_ready(self, ready_file: Path, timeout_s: float) -> None:

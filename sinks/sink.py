@@ -53,8 +53,6 @@ from sinks.clickhouse import (
     TABLES_BY_RECORD,
     EventWriter,
     Table,
-    connect,
-    migrate,
     timestamp_in_range,
 )
 from sinks.metrics import SinkMetrics, default_metrics
@@ -377,19 +375,3 @@ class Sink:
                     partition=tp.partition,
                     offsets=f"{part.first}-{part.next - 1}",
                 )
-
-
-def run_sink(settings: Settings, stop: threading.Event, client: Client | None = None) -> None:
-    """Migrate, then run one sink until ``stop`` is set (the CLI calls this in a thread).
-
-    ``client`` lets a process that owns a chDB directory (``eventpipe dev``) share its engine;
-    without it the sink connects to ``settings.clickhouse_dsn`` itself.
-    """
-    own = client is None
-    ch = connect(settings.clickhouse_dsn) if client is None else client
-    try:
-        migrate(ch)
-        Sink(settings, ch, AvroCodec(settings.schema_registry_url)).run(stop)
-    finally:
-        if own:
-            ch.close()
