@@ -16,7 +16,12 @@ def configure(level: str = "info", json: bool = False) -> None:
     for chatty in ("httpx", "httpcore"):
         logging.getLogger(chatty).setLevel(max(lvl, logging.WARNING))
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer()
+        if json
+        # Plain tracebacks: rich's show every frame's locals, which can hold an API key.
+        else structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback
+        )
     )
     structlog.configure(
         processors=[

@@ -1,8 +1,10 @@
 """The dedupe rule, written once and free of Faust so it can be tested without a broker.
 
-The table maps a dedupe key (``eventpipe.ids.dedupe_key`` as UTF-8 bytes, the same bytes the edge
-uses as the ``events.raw`` Kafka key, so a key's changelog partition is its raw partition) to the
-``received_at`` (ms) of the first accepted occurrence.
+The table maps a dedupe key (``eventpipe.ids.dedupe_key`` as UTF-8 bytes: product, source,
+external id) to the ``received_at`` (ms) of the first accepted occurrence. ``events.raw`` is
+keyed by the identity key (``eventpipe.identity``), not by this one, so the agent writes each
+entry to its source record's partition explicitly: the worker that owns a raw partition
+recovers the keys of the records it read there (docs/architecture.md, "Data flow").
 
 An event is a duplicate when its key was accepted before, at a *different* ``received_at``, less
 than the window away. The same ``received_at`` means the same raw record delivered again (a
