@@ -14,6 +14,9 @@ its stage and reason, and the stage moves on.
 
 from __future__ import annotations
 
+import struct
+
+from clickhouse_connect.driver import exceptions as ch_errors
 from confluent_kafka import KafkaError
 from tenacity import wait_exponential_jitter
 from tenacity.wait import wait_base
@@ -45,3 +48,60 @@ KAFKA_PERMANENT = frozenset(
 def kafka_retryable(err: KafkaError) -> bool:
     """Whether a failed produce of this record may succeed on a later try."""
     return err.code() not in KAFKA_PERMANENT
+
+
+# --- ClickHouse ---------------------------------------------------------------------------------
+
+CLICKHOUSE_PERMANENT = frozenset(
+    {
+        6,  # CANNOT_PARSE_TEXT
+        26,  # CANNOT_PARSE_QUOTED_STRING
+        27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+        38,  # CANNOT_PARSE_DATE
+        41,  # CANNOT_PARSE_DATETIME
+        53,  # TYPE_MISMATCH
+        69,  # ARGUMENT_OUT_OF_BOUND
+        70,  # CANNOT_CONVERT_TYPE
+        72,  # CANNOT_PARSE_NUMBER
+        117,  # INCORRECT_DATA
+        131,  # TOO_LARGE_STRING_SIZE
+        321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+        349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+        376,  # CANNOT_PARSE_UUID
+        407,  # DECIMAL_OVERFLOW
+        467,  # CANNOT_PARSE_BOOL
+        469,  # VIOLATED_CONSTRAINT (migration 005's timestamp range, or any CHECK)
+        691,  # UNKNOWN_ELEMENT_OF_ENUM
+        1001,  # STD_EXCEPTION: a decoder's own exception, e.g. avro::Exception on a corrupt body
+    }
+)
+"""ClickHouse error codes that name the inserted data itself: the same rows fail on every try.
+
+Everything else is retried, including codes not listed here: the load codes (TIMEOUT_EXCEEDED
+159, TOO_MANY_SIMULTANEOUS_QUERIES 202, MEMORY_LIMIT_EXCEEDED 241, TOO_MANY_PARTS 252, ...),
+network and socket codes (209, 210), and the schema codes an operator fixes by migrating
+(UNKNOWN_TABLE 60). A code wrongly retried stalls the sink, visibly (``insert failures`` in
+its log and metrics) and with every record still in Kafka; one wrongly called permanent would
+send good rows to ``rejected_events``. So the list is of content codes only, and grows when a
+new one is seen."""
+
+_CLIENT_SIDE_DATA_ERRORS = (ValueError, TypeError, AttributeError, OverflowError, struct.error)
+"""What clickhouse-connect raises when it cannot serialize a row's value into its column type
+(an int for a String column gives AttributeError, a bad datetime string ValueError), before
+anything is sent: the row can never be written as it is."""
+
+
+def clickhouse_retryable(exc: BaseException) -> bool:
+    """Whether a failed ClickHouse insert may succeed on a later try with the same rows.
+
+    clickhouse-connect raises ``OperationalError`` for transport failures (the server down or
+    unreachable, a cut connection) and ``DatabaseError`` with the server's ``code`` otherwise;
+    chDB's errors come as ``DatabaseError`` with a code too.
+    """
+    if isinstance(exc, ch_errors.OperationalError | OSError):
+        return True
+    if isinstance(exc, ch_errors.DataError):
+        return False
+    if isinstance(exc, ch_errors.DatabaseError):
+        return exc.code not in CLICKHOUSE_PERMANENT
+    return not isinstance(exc, _CLIENT_SIDE_DATA_ERRORS)

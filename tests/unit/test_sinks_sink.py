@@ -19,9 +19,12 @@ import fastavro
 import pytest
 from confluent_kafka import TopicPartition
 from prometheus_client import CollectorRegistry
+from tenacity.wait import wait_base
 
+import sinks.batch_insert as batch_insert
 import sinks.sink as sink_module
 from eventpipe.codec import CLEAN_EVENT, REJECTED_EVENT, AvroCodec
+from eventpipe.retry import backoff
 from eventpipe.settings import Settings
 from eventpipe.topics import TopicNames
 from sinks.clickhouse import EVENTS, REJECTED
@@ -35,8 +38,11 @@ NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sink_module, "BACKOFF_START_S", 0.001)
-    monkeypatch.setattr(sink_module, "BACKOFF_MAX_S", 0.004)
+    def fast() -> wait_base:
+        return backoff(0.001, 0.004)
+
+    monkeypatch.setattr(sink_module, "backoff", fast)
+    monkeypatch.setattr(batch_insert, "backoff", fast)
 
 
 class Msg:
@@ -73,19 +79,56 @@ class Msg:
 class ScriptedConsumer:
     """Returns one scripted batch per consume() (logged as "consume"). Once the script is
     exhausted it returns nothing (not logged) and sets stop when a commit followed the last
-    batch, or after ~2 s: the sink's inserts run in another thread."""
+    batch, or after ~2 s: the sink's inserts run in another thread.
+
+    Like a real consumer it first assigns (through the sink's ``on_assign``) every partition
+    the script's batches come from, and holds back (returns nothing, not logged) a batch with
+    a message of a paused partition; pause and resume calls go to ``flow``."""
 
     def __init__(self, log: list[Any], stop: threading.Event, script: list[Any]) -> None:
         self.log, self.stop, self.script = log, stop, list(script)
         self.on_revoke: Callable[..., None] | None = None
+        self.on_assign: Callable[..., None] | None = None
+        self.assigned: set[tuple[str, int]] = set()
+        self.paused: set[tuple[str, int]] = set()
+        self.flow: list[tuple[str, list[tuple[str, int]]]] = []
         self.closed = False
+        self._assigned = False
         self._last_batch_at = 0
         self._idle = 0
 
     def subscribe(self, topics: list[str], **callbacks: Any) -> None:
         self.on_revoke = callbacks["on_revoke"]
+        self.on_assign = callbacks["on_assign"]
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(t, p) for t, p in sorted(self.assigned)]
+
+    def incremental_assign(self, partitions: list[TopicPartition]) -> None:
+        self.assigned |= {(tp.topic, tp.partition) for tp in partitions}
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        self.flow.append(("pause", sorted((tp.topic, tp.partition) for tp in partitions)))
+        self.paused |= {(tp.topic, tp.partition) for tp in partitions}
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.flow.append(("resume", sorted((tp.topic, tp.partition) for tp in partitions)))
+        self.paused -= {(tp.topic, tp.partition) for tp in partitions}
 
     def consume(self, num_messages: int, timeout: float) -> list[Msg]:
+        if not self._assigned and self.on_assign is not None:
+            self._assigned = True
+            parts = {
+                (m.topic(), m.partition())
+                for step in self.script
+                if isinstance(step, list)
+                for m in step
+            }
+            self.on_assign(self, [TopicPartition(t, p) for t, p in sorted(parts)])
+        step = self.script[0] if self.script else None
+        if isinstance(step, list) and any((m.topic(), m.partition()) in self.paused for m in step):
+            time.sleep(0.002)
+            return []
         if not self.script:
             committed = any(e[0] == "commit" for e in self.log[self._last_batch_at :])
             self._idle += 1
@@ -114,7 +157,7 @@ class RecordingClient:
         self.log, self.fail = log, dict(fail or {})
         self.rows: dict[str, list[Any]] = {}
 
-    def insert(self, table: str, rows: Any, column_names: list[str]) -> None:
+    def insert(self, table: str, rows: Any, column_names: list[str], **_: Any) -> None:
         if self.fail.get(table, 0) > 0:
             self.fail[table] -= 1
             self.log.append(("insert failed", table))
@@ -134,7 +177,7 @@ class AvroRecordingClient(RecordingClient):
         self.refuse_avro = refuse_avro
 
     def raw_insert(
-        self, table: str, column_names: list[str], insert_block: bytes, fmt: str
+        self, table: str, column_names: list[str], insert_block: bytes, fmt: str, **_: Any
     ) -> None:
         if self.refuse_avro:
             self.log.append(("raw_insert refused", table))
@@ -274,10 +317,10 @@ def test_stop_during_an_outage_gives_up_without_commit() -> None:
     consumer = ScriptedConsumer(log, stop, [[Msg(TOPICS.clean, 0, 0, clean_bytes("a"))]])
 
     class Down(RecordingClient):
-        def insert(self, table: str, rows: Any, column_names: list[str]) -> None:
+        def insert(self, table: str, rows: Any, column_names: list[str], **kw: Any) -> None:
             if len(self.log) > 5:
                 stop.set()  # the owner stops the sink while ClickHouse is still down
-            super().insert(table, rows, column_names)
+            super().insert(table, rows, column_names, **kw)
 
     client = Down(log, fail={EVENTS.name: 10**6})
     Sink(
@@ -391,9 +434,9 @@ def test_a_partition_revoked_while_its_batch_is_inserted_is_not_committed() -> N
         revoked.set()
 
     class WaitsForTheRevoke(RecordingClient):
-        def insert(self, table: str, rows: Any, column_names: list[str]) -> None:
+        def insert(self, table: str, rows: Any, column_names: list[str], **kw: Any) -> None:
             assert revoked.wait(10), "the revoke never came"  # the batch is in flight till then
-            super().insert(table, rows, column_names)
+            super().insert(table, rows, column_names, **kw)
 
     batch = [Msg(TOPICS.clean, 0, 0, clean_bytes("a")), Msg(TOPICS.clean, 1, 0, clean_bytes("b"))]
     log, client = run([batch, revoke_p0], client_factory=lambda log: WaitsForTheRevoke(log))
