@@ -14,6 +14,7 @@ its stage and reason, and the stage moves on.
 
 from __future__ import annotations
 
+import re
 import struct
 
 from clickhouse_connect.driver import exceptions as ch_errors
@@ -91,17 +92,42 @@ _CLIENT_SIDE_DATA_ERRORS = (ValueError, TypeError, AttributeError, OverflowError
 anything is sent: the row can never be written as it is."""
 
 
+def clickhouse_error_text(exc: BaseException) -> str:
+    """ClickHouse's own message for a failure, for logs and rejection reasons.
+
+    chDB's Python binding decodes the engine's message as UTF-8, and a message that quotes a
+    refused row's binary value (a CHECK constraint's "Column values: payload = '...'") does not
+    decode: clickhouse-connect then raises ``DatabaseError`` without a code, whose text is the
+    ``UnicodeDecodeError``'s and whose cause holds the message's bytes. Those are read here.
+    """
+    cause = exc.__cause__
+    if isinstance(cause, UnicodeDecodeError) and isinstance(cause.object, bytes):
+        return cause.object.decode("utf-8", "replace")
+    return str(exc)
+
+
+_CODE = re.compile(r"\bCode: (\d+)\.")
+
+
+def _clickhouse_code(exc: ch_errors.DatabaseError) -> int | None:
+    if exc.code is not None:
+        return exc.code
+    match = _CODE.match(clickhouse_error_text(exc)) if exc.__cause__ is not None else None
+    return int(match.group(1)) if match else None
+
+
 def clickhouse_retryable(exc: BaseException) -> bool:
     """Whether a failed ClickHouse insert may succeed on a later try with the same rows.
 
     clickhouse-connect raises ``OperationalError`` for transport failures (the server down or
     unreachable, a cut connection) and ``DatabaseError`` with the server's ``code`` otherwise;
-    chDB's errors come as ``DatabaseError`` with a code too.
+    chDB's errors come as ``DatabaseError`` with a code too (or with the code in a message it
+    could not decode: :func:`clickhouse_error_text`).
     """
     if isinstance(exc, ch_errors.OperationalError | OSError):
         return True
     if isinstance(exc, ch_errors.DataError):
         return False
     if isinstance(exc, ch_errors.DatabaseError):
-        return exc.code not in CLICKHOUSE_PERMANENT
+        return _clickhouse_code(exc) not in CLICKHOUSE_PERMANENT
     return not isinstance(exc, _CLIENT_SIDE_DATA_ERRORS)

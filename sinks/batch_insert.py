@@ -33,7 +33,7 @@ from confluent_kafka import Message
 from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception, stop_when_event_set
 
 from eventpipe.codec import CLEAN_EVENT, AvroCodec
-from eventpipe.retry import backoff, clickhouse_retryable
+from eventpipe.retry import backoff, clickhouse_error_text, clickhouse_retryable
 from sinks.clickhouse import EVENTS, IDENTITY_LINKS, REJECTED, EventWriter, Table
 from sinks.metrics import SinkMetrics
 from sinks.rows import Entry, coordinates, decode_row, rejection_row
@@ -111,7 +111,7 @@ class BatchInserter:
                 "avro insert refused, decoding the batch row by row",
                 rows=len(values),
                 offsets=ranges,
-                error=str(exc)[:500],
+                error=clickhouse_error_text(exc)[:500],
             )
             for part in batch.values():
                 for msg, _ in part.events:
@@ -138,13 +138,14 @@ class BatchInserter:
         except Exception as exc:  # permanent: _attempt retried every other failure
             self.metrics.refused_inserts.labels(table=table.name).inc()
             if len(entries) == 1:
-                return [(entries[0], f"ClickHouse refused the row: {type(exc).__name__}: {exc}")]
+                reason = f"ClickHouse refused the row: {clickhouse_error_text(exc)}"
+                return [(entries[0], reason)]
             log.warning(
                 "clickhouse refused rows, bisecting",
                 table=table.name,
                 rows=len(rows),
                 offsets=ranges,
-                error=str(exc)[:500],
+                error=clickhouse_error_text(exc)[:500],
             )
         mid = len(entries) // 2
         return self._insert_isolating(table, entries[:mid], ranges, stop) + self._insert_isolating(
@@ -197,7 +198,7 @@ class BatchInserter:
                 offsets=ranges,
                 attempt=state.attempt_number,
                 retry_in_s=round(state.upcoming_sleep, 2),
-                error=str(exc)[:500],
+                error=clickhouse_error_text(exc)[:500] if exc else None,
             )
 
         def sleep(seconds: float) -> None:
