@@ -125,7 +125,7 @@ class ScriptedConsumer:
 
     def subscribe(self, topics: list[str], **callbacks: Any) -> None:
         self.on_revoke = callbacks["on_revoke"]
-        self.on_assign = callbacks["on_assign"]
+        self.on_assign = callbacks.get("on_assign")
 
     def assignment(self) -> list[TopicPartition]:
         return [TopicPartition(t, p) for t, p in sorted(self.assigned)]
@@ -142,7 +142,7 @@ class ScriptedConsumer:
         self.paused -= {(tp.topic, tp.partition) for tp in partitions}
 
     def consume(self, num_messages: int, timeout: float) -> list[Msg]:
-        if not self._assigned and self.on_assign is not None:
+        if not self._assigned:
             self._assigned = True
             parts = {
                 (m.topic(), m.partition())
@@ -152,7 +152,11 @@ class ScriptedConsumer:
             }
             if self.initial is not None:
                 parts = set(self.initial)
-            self.on_assign(self, [TopicPartition(t, p) for t, p in sorted(parts)])
+            assigned = [TopicPartition(t, p) for t, p in sorted(parts)]
+            if self.on_assign is None:
+                self.incremental_assign(assigned)
+            else:
+                self.on_assign(self, assigned)
         step = self.script[0] if self.script else None
         if isinstance(step, list) and any((m.topic(), m.partition()) in self.paused for m in step):
             time.sleep(0.002)
