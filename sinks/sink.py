@@ -24,8 +24,8 @@ benchmark that took the sink from ~0.55 to ~0.9 of a bare insert. One batch is i
 time: while its insert is retried, the loop fills at most one more batch, then waits; nothing
 is committed until ClickHouse has the batch, and commits keep the batches' order.
 
-While it waits (for the insert thread, or to retry a commit) the loop pauses its partitions and
-keeps polling (``sinks/pausing.py``), so a ClickHouse outage longer than
+While it waits (for the insert thread, past ``PAUSE_AFTER_S``, or to retry a commit) the loop
+pauses its partitions and keeps polling (``sinks/pausing.py``), so a ClickHouse outage longer than
 ``sink_max_poll_interval_ms`` does not put the sink out of its group: staying in, it keeps its
 partitions and its batch, and nothing is read or inserted twice. Partitions assigned while it
 waits are paused too; all are resumed once the waiting batch has been handed on.
@@ -69,6 +69,9 @@ from sinks.rows import coordinates, decode_row
 log = structlog.get_logger(__name__)
 
 MAX_CONSUME = 100_000  # confluent-kafka refuses more than 1,000,000 per consume()
+PAUSE_AFTER_S = 1.0
+"""How long a ready batch waits for the insert before it pauses (a quarter of
+``max.poll.interval.ms`` if that is shorter)."""
 POLL_WHILE_WAITING_S = 0.2
 """How often the loop polls its paused consumer while it waits for the insert thread: well
 inside any ``max.poll.interval.ms``; the wait itself ends as soon as the insert does."""
@@ -109,6 +112,7 @@ class Sink:
         self._deadline: float | None = None
         self._inflight: _InFlight | None = None
         self._committing: Offsets = {}
+        self._pause_after_s = min(PAUSE_AFTER_S, settings.sink_max_poll_interval_ms / 4000)
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -162,7 +166,13 @@ class Sink:
             if self._ready():
                 if inflight is None:
                     return
-                self.flow.pause(consumer, "waiting for clickhouse")
+                if not self.flow.paused:
+                    # Most inserts end well within this; a pause would drop the consumer's
+                    # prefetched messages, to be fetched again after the resume.
+                    wait_for_future([inflight.inserted], timeout=self._pause_after_s)
+                    if inflight.inserted.done():
+                        continue
+                    self.flow.pause(consumer, "waiting for clickhouse")
                 wait_for_future([inflight.inserted], timeout=POLL_WHILE_WAITING_S)
                 self._poll(consumer, 0)
                 continue
