@@ -3,8 +3,10 @@
 Runs in the sink's insert thread. What a failure means comes from :mod:`eventpipe.retry`:
 
 - *retryable* (ClickHouse down, a timeout, too many parts, ...): the same insert is tried again
-  with :func:`eventpipe.retry.backoff` until it passes or the sink stops. Nothing is inserted
-  twice: each insert is one block, and a block ClickHouse refused was not written.
+  with :func:`eventpipe.retry.backoff` until it passes or the sink stops. Only the failed
+  insert is tried again, never a table already in, and a block ClickHouse refused was not
+  written; the exception is a timeout after the server did write (over HTTP the client cannot
+  tell): ``events`` collapses such a copy, ``rejected_events`` may show the row twice.
 - *permanent* (ClickHouse refuses the rows' content: a CHECK constraint, a value it cannot
   parse or hold): retrying cannot help, so the batch is bisected. Each half is inserted on its
   own, and a half refused again is split again, until the refused rows stand alone; each of
