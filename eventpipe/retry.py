@@ -15,10 +15,13 @@ its stage and reason, and the stage moves on.
 from __future__ import annotations
 
 import itertools
+import re
+import struct
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import cast
 
+from clickhouse_connect.driver import exceptions as ch_errors
 from confluent_kafka import KafkaError, KafkaException
 from tenacity import RetryCallState, wait_exponential_jitter
 from tenacity.wait import wait_base
@@ -76,3 +79,85 @@ def produce_exception_retryable(exc: BaseException) -> bool:
     if isinstance(exc, KafkaException) and isinstance(exc.args[0], KafkaError):
         return kafka_retryable(exc.args[0])
     return False
+
+
+# --- ClickHouse ---------------------------------------------------------------------------------
+
+CLICKHOUSE_PERMANENT = frozenset(
+    {
+        6,  # CANNOT_PARSE_TEXT
+        26,  # CANNOT_PARSE_QUOTED_STRING
+        27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+        38,  # CANNOT_PARSE_DATE
+        41,  # CANNOT_PARSE_DATETIME
+        53,  # TYPE_MISMATCH
+        69,  # ARGUMENT_OUT_OF_BOUND
+        70,  # CANNOT_CONVERT_TYPE
+        72,  # CANNOT_PARSE_NUMBER
+        117,  # INCORRECT_DATA
+        131,  # TOO_LARGE_STRING_SIZE
+        321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+        349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+        376,  # CANNOT_PARSE_UUID
+        407,  # DECIMAL_OVERFLOW
+        467,  # CANNOT_PARSE_BOOL
+        469,  # VIOLATED_CONSTRAINT (migration 005's timestamp range, or any CHECK)
+        691,  # UNKNOWN_ELEMENT_OF_ENUM
+        1001,  # STD_EXCEPTION: a decoder's own exception, e.g. avro::Exception on a corrupt body
+    }
+)
+"""ClickHouse error codes that name the inserted data itself: the same rows fail on every try.
+
+Everything else is retried, including codes not listed here: the load codes (TIMEOUT_EXCEEDED
+159, TOO_MANY_SIMULTANEOUS_QUERIES 202, MEMORY_LIMIT_EXCEEDED 241, TOO_MANY_PARTS 252, ...),
+network and socket codes (209, 210), and the schema codes an operator fixes by migrating
+(UNKNOWN_TABLE 60). A code wrongly retried stalls the sink, visibly (``insert failures`` in
+its log and metrics) and with every record still in Kafka; one wrongly called permanent would
+send good rows to ``rejected_events``. So the list is of content codes only, and grows when a
+new one is seen."""
+
+_CLIENT_SIDE_DATA_ERRORS = (ValueError, TypeError, AttributeError, OverflowError, struct.error)
+"""What clickhouse-connect raises when it cannot serialize a row's value into its column type
+(an int for a String column gives AttributeError, a bad datetime string ValueError), before
+anything is sent: the row can never be written as it is."""
+
+
+def clickhouse_error_text(exc: BaseException) -> str:
+    """ClickHouse's own message for a failure, for logs and rejection reasons.
+
+    chDB's Python binding decodes the engine's message as UTF-8, and a message that quotes a
+    refused row's binary value (a CHECK constraint's "Column values: payload = '...'") does not
+    decode: clickhouse-connect then raises ``DatabaseError`` without a code, whose text is the
+    ``UnicodeDecodeError``'s and whose cause holds the message's bytes. Those are read here.
+    """
+    cause = exc.__cause__
+    if isinstance(cause, UnicodeDecodeError) and isinstance(cause.object, bytes):
+        return cause.object.decode("utf-8", "replace")
+    return str(exc)
+
+
+_CODE = re.compile(r"\bCode: (\d+)\.")
+
+
+def _clickhouse_code(exc: ch_errors.DatabaseError) -> int | None:
+    if exc.code is not None:
+        return exc.code
+    match = _CODE.match(clickhouse_error_text(exc)) if exc.__cause__ is not None else None
+    return int(match.group(1)) if match else None
+
+
+def clickhouse_retryable(exc: BaseException) -> bool:
+    """Whether a failed ClickHouse insert may succeed on a later try with the same rows.
+
+    clickhouse-connect raises ``OperationalError`` for transport failures (the server down or
+    unreachable, a cut connection) and ``DatabaseError`` with the server's ``code`` otherwise;
+    chDB's errors come as ``DatabaseError`` with a code too (or with the code in a message it
+    could not decode: :func:`clickhouse_error_text`).
+    """
+    if isinstance(exc, ch_errors.OperationalError | OSError):
+        return True
+    if isinstance(exc, ch_errors.DataError):
+        return False
+    if isinstance(exc, ch_errors.DatabaseError):
+        return _clickhouse_code(exc) not in CLICKHOUSE_PERMANENT
+    return not isinstance(exc, _CLIENT_SIDE_DATA_ERRORS)

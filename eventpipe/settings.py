@@ -119,6 +119,10 @@ class Settings(BaseSettings):
     sink_batch_size: int = 10_000
     sink_flush_interval_s: float = 0.5
     sink_group: str = "eventpipe-sink"
+    sink_max_poll_interval_ms: int = 300_000
+    """librdkafka's ``max.poll.interval.ms`` for the sink's consumer: a member that does not poll
+    for this long is put out of its group. The sink polls (its partitions paused) while it
+    waits for ClickHouse, so an outage does not reach it; tests shorten it to prove that."""
 
     # --- dev ------------------------------------------------------------------------------------
     drain_timeout_seconds: float = 120.0

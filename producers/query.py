@@ -104,6 +104,9 @@ class FunctionPolicy:
     table_only: frozenset[str]
     """Lower-case table-function names that are not also scalar functions."""
     user_defined: frozenset[str]
+    views: frozenset[str] = frozenset()
+    """Lower-case names of this database's views: a parameterized one is called like a table
+    function (``catalog_anomalies(share = 0.95, days = 30)``), and reads only our own tables."""
 
     @classmethod
     def load(cls, client: Client) -> FunctionPolicy:
@@ -119,7 +122,11 @@ class FunctionPolicy:
         }
         denied = {name for name, base in canonical.items() if base in denied_base} | denied_base
         table = client.query("SELECT name FROM system.table_functions").result_rows
+        views = client.query(
+            "SELECT name FROM system.tables WHERE database = currentDatabase() AND engine = 'View'"
+        ).result_rows
         return cls(
+            views=frozenset(str(n).lower() for (n,) in views),
             denied=frozenset(denied),
             table_only=frozenset(str(n).lower() for (n,) in table) - set(canonical),
             user_defined=frozenset(str(n).lower() for n, _, _, o in rows if o != "System"),
@@ -165,7 +172,7 @@ def check(ast: dict[str, Any], policy: FunctionPolicy) -> None:
         name = str(node.get("name", ""))
         low = name.lower()
         if key == "table_function":
-            if low not in TABLE_FUNCTIONS:
+            if low not in TABLE_FUNCTIONS and low not in policy.views:
                 raise QueryRefused(f"table function {name}() is not allowed", field="sql")
         elif low in policy.table_only and low not in TABLE_FUNCTIONS:
             raise QueryRefused(f"table function {name}() is not allowed", field="sql")

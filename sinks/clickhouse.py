@@ -202,6 +202,13 @@ IDENTITY_LINKS = Table.from_schema("identity_links", IDENTITY_LINK)
 TABLES_BY_RECORD = {t.record: t for t in (EVENTS, REJECTED, IDENTITY_LINKS)}
 
 
+INSERT_SETTINGS = {"throw_on_max_partitions_per_insert_block": 0}
+"""``events`` is partitioned by month of ``occurred_at``: a batch of backfilled events spanning
+more than 100 months (``max_partitions_per_insert_block``) is otherwise refused with
+TOO_MANY_PARTS, a code that is retried while merges catch up, so the sink retried that batch
+forever. With this, ClickHouse only logs a warning and the batch goes in."""
+
+
 class EventWriter:
     """Inserts rows into the events tables; one insert per call, the caller decides batching.
 
@@ -214,8 +221,16 @@ class EventWriter:
 
     def insert_rows(self, table: Table, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            self.client.insert(table.name, rows, column_names=list(table.columns))
+            self.client.insert(
+                table.name, rows, column_names=list(table.columns), settings=INSERT_SETTINGS
+            )
 
     def insert_avro(self, table: Table, container: bytes) -> None:
         """Insert an Avro object container whose records are ``table``'s record."""
-        self.client.raw_insert(table.name, list(table.columns), insert_block=container, fmt="Avro")
+        self.client.raw_insert(
+            table.name,
+            list(table.columns),
+            insert_block=container,
+            settings=INSERT_SETTINGS,
+            fmt="Avro",
+        )

@@ -3,7 +3,7 @@ their own sink's figures)."""
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 
 class SinkMetrics:
@@ -14,7 +14,31 @@ class SinkMetrics:
             "eventpipe_sink_rows", "Rows inserted into ClickHouse", ["table"], registry=registry
         )
         self.insert_failures = Counter(
-            "eventpipe_sink_insert_failures", "Failed ClickHouse batch inserts", registry=registry
+            "eventpipe_sink_insert_failures",
+            "Failed ClickHouse inserts that are retried (ClickHouse down or overloaded)",
+            registry=registry,
+        )
+        self.refused_inserts = Counter(
+            "eventpipe_sink_refused_inserts",
+            "ClickHouse inserts refused for their rows' content (the rows are then bisected)",
+            ["table"],
+            registry=registry,
+        )
+        self.rejections_lost = Counter(
+            "eventpipe_sink_rejections_lost",
+            "Rejections ClickHouse refused even without their payload: logged, not stored",
+            registry=registry,
+        )
+        self.commit_failures = Counter(
+            "eventpipe_sink_commit_failures",
+            "Partition offset commits that failed",
+            ["retryable"],
+            registry=registry,
+        )
+        self.paused = Gauge(
+            "eventpipe_sink_paused",
+            "1 while the sink's partitions are paused, waiting for ClickHouse or a commit",
+            registry=registry,
         )
         self.insert_seconds = Histogram(
             "eventpipe_sink_insert_seconds",

@@ -8,6 +8,8 @@ running sink; it skips where the suite runs against external servers.
 
 from __future__ import annotations
 
+import re
+import tempfile
 import threading
 import time
 import uuid
@@ -27,6 +29,7 @@ from eventpipe.settings import Settings
 from eventpipe.topics import TopicNames
 from sinks.clickhouse import connect, migrate
 from sinks.sink import Sink, SinkMetrics
+from tests.conftest import Stack
 
 pytestmark = pytest.mark.fault
 PRODUCT = "sinkfault"
@@ -206,3 +209,86 @@ def test_clean_events_clickhouse_refuses_are_rejected_and_the_rest_land(
     assert len(reasons) == 2
     assert any("outside DateTime64" in r for r in reasons), reasons
     assert any("corrupt" in r for r in reasons), reasons
+
+
+# --- an outage under `eventpipe dev`, longer than the sink's max.poll.interval.ms ----------------
+
+OUTAGE_DIR = Path(__file__).resolve().parent / "clickhouse_outage"
+DOWN_FILE = Path(tempfile.gettempdir()) / f"eventpipe-clickhouse-down-{uuid.uuid4().hex[:8]}"
+MAX_POLL_MS = 6000
+GROUP_CHURN = re.compile(
+    r"maximum poll interval|\bpartitions (assigned|revoked) +partitions=", re.I
+)
+"""A member put out of its group for not polling (librdkafka's own line, and the sink's
+"consumer error" with it), or any assignment change: with one sink and no restart, none may
+happen after the first assignment."""
+
+
+@pytest.mark.stack_env(
+    {
+        "PYTHONPATH": str(OUTAGE_DIR),
+        "EP_TEST_CLICKHOUSE_DOWN_FILE": str(DOWN_FILE),
+        "EVENTPIPE_SINK_MAX_POLL_INTERVAL_MS": str(MAX_POLL_MS),
+    }
+)
+def test_an_outage_longer_than_max_poll_interval_keeps_the_sink_in_its_group(
+    own_stack: Stack,
+) -> None:
+    """ClickHouse down for twice ``max.poll.interval.ms`` while events keep coming: the sink
+    waits with its partitions paused, polling, so it is never put out of its group. Then
+    every accepted event is in ``events`` once (not merely once after FINAL: no batch was read
+    twice) and every dedupe rejection in ``rejected_events`` once."""
+    stack = own_stack
+    ws = stack.workspace()
+    accepted: set[str] = set()
+
+    def send(prefix: str, n: int) -> None:
+        events = [{"event": "page.viewed", "external_id": f"{prefix}{i}"} for i in range(n)]
+        r = ws.post("/api/v2/events/batch", {"events": events})
+        assert r.status_code == 202, r.text
+        accepted.update(d["uuid"] for d in r.json()["data"])
+
+    def count(sql: str) -> int:
+        return int(stack.query(sql)[0]["n"])
+
+    events_sql = f"SELECT count() AS n FROM events WHERE product = '{ws.product}'"
+    send("a", 50)
+    stack.wait_for(events_sql, lambda rs: rs[0]["n"] == 50)
+    before = len(stack.log_path.read_text(errors="replace"))
+
+    DOWN_FILE.touch()
+    try:
+        send("b", 200)
+        send("b", 200)  # the same external ids: 200 dedupe rejections, for rejected_events
+        deadline = time.monotonic() + 60
+        while "clickhouse insert failed" not in stack.log_path.read_text(errors="replace")[before:]:
+            assert time.monotonic() < deadline, "the sink never tried to insert"
+            time.sleep(0.2)
+        outage_end = time.monotonic() + 2 * MAX_POLL_MS / 1000
+        sent_late = False
+        while time.monotonic() < outage_end:  # the outage's length, not a wait for a state
+            assert stack.proc.poll() is None, stack.log_tail()
+            if not sent_late and time.monotonic() > outage_end - MAX_POLL_MS / 1000:
+                send("c", 100)  # arrives while the sink is paused
+                sent_late = True
+            time.sleep(0.2)
+    finally:
+        DOWN_FILE.unlink(missing_ok=True)
+
+    stack.wait_for(events_sql, lambda rs: rs[0]["n"] >= len(accepted))
+    rejected_sql = (
+        f"SELECT count() AS n FROM rejected_events WHERE product = '{ws.product}' "
+        "AND stage = 'dedupe'"
+    )
+    stack.wait_for(rejected_sql, lambda rs: rs[0]["n"] >= 200)
+    rows = stack.query(
+        f"SELECT event_id, count() AS n FROM events WHERE product = '{ws.product}' GROUP BY 1"
+    )
+    assert {r["event_id"] for r in rows} == accepted
+    assert [r for r in rows if r["n"] != 1] == [], "a batch was inserted twice"
+    assert count(rejected_sql) == 200, "a rejection was inserted twice"
+    log = stack.log_path.read_text(errors="replace")
+    churn = [line for line in log[before:].splitlines() if GROUP_CHURN.search(line)]
+    assert churn == [], "the sink left or rejoined its group during the outage"
+    assert GROUP_CHURN.search(log[:before]), "the check sees the sink's first assignment"
+    assert "partitions paused" in log[before:]

@@ -17,15 +17,19 @@ from typing import Any
 
 import fastavro
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 from prometheus_client import CollectorRegistry
+from tenacity.wait import wait_base
 
+import sinks.batch_insert as batch_insert
 import sinks.sink as sink_module
 from eventpipe.codec import CLEAN_EVENT, REJECTED_EVENT, AvroCodec
+from eventpipe.retry import backoff
 from eventpipe.settings import Settings
 from eventpipe.topics import TopicNames
 from sinks.clickhouse import EVENTS, REJECTED
 from sinks.sink import Sink, SinkMetrics
+from tests.fakes import Msg, ScriptedConsumer
 
 SETTINGS = Settings(kafka_bootstrap="unused:9092", sink_batch_size=100, sink_flush_interval_s=0)
 TOPICS = TopicNames.from_settings(SETTINGS)
@@ -35,78 +39,11 @@ NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sink_module, "BACKOFF_START_S", 0.001)
-    monkeypatch.setattr(sink_module, "BACKOFF_MAX_S", 0.004)
+    def fast() -> wait_base:
+        return backoff(0.001, 0.004)
 
-
-class Msg:
-    def __init__(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        value: bytes | None,
-        timestamp_ms: int = 1_767_323_045_000,
-    ) -> None:
-        self._t, self._p, self._o, self._v = topic, partition, offset, value
-        self._ts = timestamp_ms
-
-    def topic(self) -> str:
-        return self._t
-
-    def partition(self) -> int:
-        return self._p
-
-    def offset(self) -> int:
-        return self._o
-
-    def value(self) -> bytes | None:
-        return self._v
-
-    def error(self) -> None:
-        return None
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self._ts)
-
-
-class ScriptedConsumer:
-    """Returns one scripted batch per consume() (logged as "consume"). Once the script is
-    exhausted it returns nothing (not logged) and sets stop when a commit followed the last
-    batch, or after ~2 s: the sink's inserts run in another thread."""
-
-    def __init__(self, log: list[Any], stop: threading.Event, script: list[Any]) -> None:
-        self.log, self.stop, self.script = log, stop, list(script)
-        self.on_revoke: Callable[..., None] | None = None
-        self.closed = False
-        self._last_batch_at = 0
-        self._idle = 0
-
-    def subscribe(self, topics: list[str], **callbacks: Any) -> None:
-        self.on_revoke = callbacks["on_revoke"]
-
-    def consume(self, num_messages: int, timeout: float) -> list[Msg]:
-        if not self.script:
-            committed = any(e[0] == "commit" for e in self.log[self._last_batch_at :])
-            self._idle += 1
-            if committed or self._idle > 1000:
-                self.stop.set()
-            time.sleep(0.002)
-            return []
-        self.log.append("consume")
-        self._last_batch_at = len(self.log)
-        step = self.script.pop(0)
-        if callable(step):
-            step(self)
-            return []
-        return list(step)
-
-    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
-        assert asynchronous is False
-        self.log.append(("commit", sorted((o.topic, o.partition, o.offset) for o in offsets)))
-
-    def close(self) -> None:
-        self.closed = True
+    monkeypatch.setattr(sink_module, "backoff", fast)
+    monkeypatch.setattr(batch_insert, "backoff", fast)
 
 
 class RecordingClient:
@@ -114,7 +51,7 @@ class RecordingClient:
         self.log, self.fail = log, dict(fail or {})
         self.rows: dict[str, list[Any]] = {}
 
-    def insert(self, table: str, rows: Any, column_names: list[str]) -> None:
+    def insert(self, table: str, rows: Any, column_names: list[str], **_: Any) -> None:
         if self.fail.get(table, 0) > 0:
             self.fail[table] -= 1
             self.log.append(("insert failed", table))
@@ -134,7 +71,7 @@ class AvroRecordingClient(RecordingClient):
         self.refuse_avro = refuse_avro
 
     def raw_insert(
-        self, table: str, column_names: list[str], insert_block: bytes, fmt: str
+        self, table: str, column_names: list[str], insert_block: bytes, fmt: str, **_: Any
     ) -> None:
         if self.refuse_avro:
             self.log.append(("raw_insert refused", table))
@@ -274,10 +211,10 @@ def test_stop_during_an_outage_gives_up_without_commit() -> None:
     consumer = ScriptedConsumer(log, stop, [[Msg(TOPICS.clean, 0, 0, clean_bytes("a"))]])
 
     class Down(RecordingClient):
-        def insert(self, table: str, rows: Any, column_names: list[str]) -> None:
+        def insert(self, table: str, rows: Any, column_names: list[str], **kw: Any) -> None:
             if len(self.log) > 5:
                 stop.set()  # the owner stops the sink while ClickHouse is still down
-            super().insert(table, rows, column_names)
+            super().insert(table, rows, column_names, **kw)
 
     client = Down(log, fail={EVENTS.name: 10**6})
     Sink(
@@ -391,11 +328,163 @@ def test_a_partition_revoked_while_its_batch_is_inserted_is_not_committed() -> N
         revoked.set()
 
     class WaitsForTheRevoke(RecordingClient):
-        def insert(self, table: str, rows: Any, column_names: list[str]) -> None:
+        def insert(self, table: str, rows: Any, column_names: list[str], **kw: Any) -> None:
             assert revoked.wait(10), "the revoke never came"  # the batch is in flight till then
-            super().insert(table, rows, column_names)
+            super().insert(table, rows, column_names, **kw)
 
     batch = [Msg(TOPICS.clean, 0, 0, clean_bytes("a")), Msg(TOPICS.clean, 1, 0, clean_bytes("b"))]
     log, client = run([batch, revoke_p0], client_factory=lambda log: WaitsForTheRevoke(log))
     assert [r["event_id"] for r in client.rows[EVENTS.name]] == ["a", "b"]
     assert [e for e in log if e[0] == "commit"] == [("commit", [(TOPICS.clean, 1, 1)])]
+
+
+# --- waiting for ClickHouse with the partitions paused -----------------------------------------
+
+
+class HeldDown(RecordingClient):
+    """Inserts fail (retryably) until ``released`` is set, or for 5 s at most (so that a sink
+    that never polls while it waits fails the test instead of hanging it)."""
+
+    def __init__(self, log: list[Any]) -> None:
+        super().__init__(log)
+        self.released = threading.Event()
+        self.gives_up_at = time.monotonic() + 5
+
+    def insert(self, table: str, rows: Any, column_names: list[str], **kw: Any) -> None:
+        if not self.released.is_set() and time.monotonic() < self.gives_up_at:
+            raise ConnectionError("ClickHouse unavailable")
+        super().insert(table, rows, column_names, **kw)
+
+
+def test_a_ready_batch_waits_for_clickhouse_paused_and_polling() -> None:
+    """The batch after the one being inserted waits with every partition paused, yet the
+    consumer is still polled (the script's next steps run during the wait, one of them the
+    end of the outage); a partition assigned meanwhile is paused as well, before any of its
+    messages is read; all resume once the waiting batch is handed on."""
+    p0, p1 = (TOPICS.clean, 0), (TOPICS.clean, 1)
+    client = HeldDown([])
+
+    def assign_p1(consumer: ScriptedConsumer) -> None:
+        assert consumer.on_assign is not None
+        consumer.on_assign(consumer, [TopicPartition(*p1)])
+
+    def clickhouse_back(consumer: ScriptedConsumer) -> None:
+        client.released.set()
+
+    script = [
+        [Msg(TOPICS.clean, 0, 0, clean_bytes("e0"))],
+        [Msg(TOPICS.clean, 0, 1, clean_bytes("e1"))],
+        assign_p1,
+        clickhouse_back,
+        [Msg(TOPICS.clean, 1, 0, clean_bytes("e2"))],
+    ]
+    log: list[Any] = []
+    client.log = log
+    stop = threading.Event()
+    consumer = ScriptedConsumer(log, stop, script, assign=[p0])
+    Sink(
+        SETTINGS,
+        client,  # type: ignore[arg-type]
+        CODEC,
+        metrics=SinkMetrics(CollectorRegistry()),
+        consumer_factory=lambda conf: consumer,  # type: ignore[arg-type,return-value]
+    ).run(stop)
+    assert consumer.flow[:3] == [("pause", [p0]), ("pause", [p1]), ("resume", [p0, p1])]
+    first_commit = log.index(("commit", [(TOPICS.clean, 0, 1)]))
+    assert log[first_commit:].count("consume") == 1, "p1's batch is read only after the resume"
+    assert ("commit", [(TOPICS.clean, 1, 1)]) in log
+    assert [r["event_id"] for r in client.rows[EVENTS.name]] == ["e0", "e1", "e2"]
+
+
+def test_a_partition_revoked_while_paused_is_neither_committed_nor_resumed() -> None:
+    p0, p1 = (TOPICS.clean, 0), (TOPICS.clean, 1)
+    client = HeldDown([])
+
+    def revoke_p0(consumer: ScriptedConsumer) -> None:
+        assert consumer.on_revoke is not None
+        consumer.on_revoke(consumer, [TopicPartition(*p0)])
+        consumer.assigned.discard(p0)
+
+    def clickhouse_back(consumer: ScriptedConsumer) -> None:
+        client.released.set()
+
+    script = [
+        [Msg(TOPICS.clean, 0, 0, clean_bytes("a0")), Msg(TOPICS.clean, 1, 0, clean_bytes("b0"))],
+        [Msg(TOPICS.clean, 0, 1, clean_bytes("a1")), Msg(TOPICS.clean, 1, 1, clean_bytes("b1"))],
+        revoke_p0,
+        clickhouse_back,
+    ]
+    log: list[Any] = []
+    client.log = log
+    stop = threading.Event()
+    consumer = ScriptedConsumer(log, stop, script)
+    Sink(
+        SETTINGS,
+        client,  # type: ignore[arg-type]
+        CODEC,
+        metrics=SinkMetrics(CollectorRegistry()),
+        consumer_factory=lambda conf: consumer,  # type: ignore[arg-type,return-value]
+    ).run(stop)
+    assert consumer.flow[:2] == [("pause", [p0, p1]), ("resume", [p1])]
+    assert [e for e in log if e[0] == "commit"] == [
+        ("commit", [(TOPICS.clean, 1, 1)]),  # the batch in flight: its rows went in, p0's too
+        ("commit", [(TOPICS.clean, 1, 2)]),  # the waiting batch: p0's rows were dropped
+    ]
+    assert sorted(r["event_id"] for r in client.rows[EVENTS.name]) == ["a0", "b0", "b1"]
+
+
+# --- commits checked per partition ---------------------------------------------------------------
+
+
+def test_a_partition_whose_commit_failed_retriably_is_committed_again_paused() -> None:
+    timed_out = KafkaError(KafkaError.REQUEST_TIMED_OUT, "timed out", retriable=True)
+    log: list[Any] = []
+    stop = threading.Event()
+    batch = [Msg(TOPICS.clean, 0, 0, clean_bytes("a")), Msg(TOPICS.clean, 1, 0, clean_bytes("b"))]
+    later = [Msg(TOPICS.clean, 0, 1, clean_bytes("c"))]
+    done = ("commit", [(TOPICS.clean, 0, 2)])
+    consumer = ScriptedConsumer(log, stop, [batch, later], until=lambda log: done in log)
+    consumer.commit_errors = [{(TOPICS.clean, 1): timed_out}, {(TOPICS.clean, 1): timed_out}]
+    metrics = SinkMetrics(CollectorRegistry())
+    Sink(
+        SETTINGS,
+        RecordingClient(log),  # type: ignore[arg-type]
+        CODEC,
+        metrics=metrics,
+        consumer_factory=lambda conf: consumer,  # type: ignore[arg-type,return-value]
+    ).run(stop)
+    assert [e for e in log if e[0] == "commit"][:3] == [
+        ("commit", [(TOPICS.clean, 0, 1), (TOPICS.clean, 1, 1)]),
+        ("commit", [(TOPICS.clean, 1, 1)]),
+        ("commit", [(TOPICS.clean, 1, 1)]),
+    ]
+    assert ("commit", [(TOPICS.clean, 0, 2)]) in log, "the next batch goes on after"
+    assert consumer.flow[:2] == [
+        ("pause", [(TOPICS.clean, 0), (TOPICS.clean, 1)]),
+        ("resume", [(TOPICS.clean, 0), (TOPICS.clean, 1)]),
+    ]
+    assert metrics.commit_failures.labels(retryable="true")._value.get() == 2
+
+
+def test_a_partition_whose_commit_cannot_pass_is_dropped_and_the_sink_goes_on() -> None:
+    fenced = KafkaError(KafkaError.ILLEGAL_GENERATION, "illegal generation")
+    log: list[Any] = []
+    stop = threading.Event()
+    batch = [Msg(TOPICS.clean, 0, 0, clean_bytes("a")), Msg(TOPICS.clean, 1, 0, clean_bytes("b"))]
+    later = [Msg(TOPICS.clean, 1, 1, clean_bytes("c"))]
+    done = ("commit", [(TOPICS.clean, 1, 2)])
+    consumer = ScriptedConsumer(log, stop, [batch, later], until=lambda log: done in log)
+    consumer.commit_errors = [{(TOPICS.clean, 1): fenced}]
+    metrics = SinkMetrics(CollectorRegistry())
+    Sink(
+        SETTINGS,
+        RecordingClient(log),  # type: ignore[arg-type]
+        CODEC,
+        metrics=metrics,
+        consumer_factory=lambda conf: consumer,  # type: ignore[arg-type,return-value]
+    ).run(stop)
+    assert [e for e in log if e[0] == "commit"] == [
+        ("commit", [(TOPICS.clean, 0, 1), (TOPICS.clean, 1, 1)]),
+        ("commit", [(TOPICS.clean, 1, 2)]),
+    ]
+    assert metrics.commit_failures.labels(retryable="false")._value.get() == 1
