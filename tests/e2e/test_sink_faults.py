@@ -30,6 +30,7 @@ from eventpipe.topics import TopicNames
 from sinks.clickhouse import connect, migrate
 from sinks.sink import Sink, SinkMetrics
 from tests.conftest import Stack
+from tests.records import clean_record
 
 pytestmark = pytest.mark.fault
 PRODUCT = "sinkfault"
@@ -62,27 +63,14 @@ class FlakyClient:
 
 def clean(event_id: str) -> dict[str, Any]:
     now = datetime.now(UTC)
-    return {
-        "event_id": event_id,
-        "product": PRODUCT,
-        "source": "api",
-        "dialect": "v2",
-        "event_type": "page",
-        "action": "viewed",
-        "canonical_name": "page_viewed",
-        "name_format": "unified",
-        "occurred_at": now,
-        "received_at": now,
-        "external_id": None,
-        "subject_type": None,
-        "subject_id": None,
-        "user_id": None,
-        "anonymous_id": None,
-        "person_id": "",
-        "version": None,
-        "properties": "{}",
-        "traits": "{}",
-    }
+    return clean_record(
+        event_id,
+        PRODUCT,
+        action="viewed",
+        canonical_name="page_viewed",
+        occurred_at=now,
+        received_at=now,
+    )
 
 
 def wait(pred: Callable[[], bool], timeout_s: float = 60) -> None:

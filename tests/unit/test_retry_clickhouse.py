@@ -20,6 +20,7 @@ from eventpipe.codec import CLEAN_EVENT, AvroCodec
 from eventpipe.embedded import free_port
 from eventpipe.retry import clickhouse_error_text, clickhouse_retryable
 from sinks.clickhouse import EVENTS, EventWriter, connect, migrate
+from tests.records import clean_record
 
 NOW = datetime(2026, 5, 4, 3, 2, 1, tzinfo=UTC)
 
@@ -33,29 +34,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
 
 
 def clean(event_id: str, **over: Any) -> dict[str, Any]:
-    rec: dict[str, Any] = {
-        "event_id": event_id,
-        "product": "retry",
-        "source": "api",
-        "dialect": "v2",
-        "event_type": "page",
-        "action": "view",
-        "canonical_name": "page.view",
-        "name_format": "unified",
-        "occurred_at": NOW,
-        "received_at": NOW,
-        "external_id": None,
-        "subject_type": None,
-        "subject_id": None,
-        "user_id": None,
-        "anonymous_id": None,
-        "person_id": "",
-        "version": None,
-        "properties": "{}",
-        "traits": "{}",
-    }
-    rec.update(over)
-    return rec
+    return clean_record(event_id, "retry", **{"occurred_at": NOW, "received_at": NOW, **over})
 
 
 def raised(action: Callable[[], object]) -> BaseException:

@@ -27,6 +27,7 @@ from eventpipe.topics import TopicNames
 from sinks.clickhouse import connect, migrate
 from sinks.sink import Sink, SinkMetrics
 from tests.fakes import Msg, ScriptedConsumer
+from tests.records import clean_record
 
 CODEC = AvroCodec()
 NOW = datetime(2026, 5, 4, 3, 2, 1, tzinfo=UTC)
@@ -66,19 +67,9 @@ def settings(prefix: str | None = None) -> Settings:
 
 
 def clean(event_id: str, product: str) -> bytes:
-    rec = {
-        "event_id": event_id,
-        "product": product,
-        "source": "api",
-        "dialect": "v2",
-        "event_type": "page",
-        "action": "view",
-        "canonical_name": "page.view",
-        "name_format": "unified",
-        "occurred_at": NOW,
-        "received_at": NOW,
-    }
-    return CODEC.encode(CLEAN_EVENT, rec)
+    return CODEC.encode(
+        CLEAN_EVENT, clean_record(event_id, product, occurred_at=NOW, received_at=NOW)
+    )
 
 
 def agents_rejection(event_id: str, payload: bytes) -> bytes:

@@ -32,6 +32,7 @@ from sinks.clickhouse import (
     migration_files,
     split_statements,
 )
+from tests.records import clean_record
 
 
 @pytest.fixture(scope="module")
@@ -61,29 +62,8 @@ def product() -> str:
 
 def clean(product: str, event_id: str, **over: Any) -> dict[str, Any]:
     now = datetime(2026, 5, 4, 3, 2, 1, 123000, tzinfo=UTC)
-    rec: dict[str, Any] = {
-        "event_id": event_id,
-        "product": product,
-        "source": "api",
-        "dialect": "v2",
-        "event_type": "page",
-        "action": "view",
-        "canonical_name": "page.view",
-        "name_format": "unified",
-        "occurred_at": now,
-        "received_at": now,
-        "external_id": None,
-        "subject_type": None,
-        "subject_id": None,
-        "user_id": "u1",
-        "anonymous_id": None,
-        "person_id": "u1",
-        "version": None,
-        "properties": '{"a": 1}',
-        "traits": "{}",
-    }
-    rec.update(over)
-    return rec
+    fields = {"occurred_at": now, "received_at": now, "user_id": "u1", "person_id": "u1"}
+    return clean_record(event_id, product, **{**fields, "properties": '{"a": 1}', **over})
 
 
 def insert(client: Client, table: Table, records: list[dict[str, Any]]) -> None:

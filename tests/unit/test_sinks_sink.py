@@ -30,6 +30,7 @@ from eventpipe.topics import TopicNames
 from sinks.clickhouse import EVENTS, REJECTED
 from sinks.sink import Sink, SinkMetrics
 from tests.fakes import Msg, ScriptedConsumer
+from tests.records import clean_record
 
 SETTINGS = Settings(kafka_bootstrap="unused:9092", sink_batch_size=100, sink_flush_interval_s=0)
 TOPICS = TopicNames.from_settings(SETTINGS)
@@ -82,19 +83,7 @@ class AvroRecordingClient(RecordingClient):
 
 
 def clean_bytes(event_id: str) -> bytes:
-    rec = {
-        "event_id": event_id,
-        "product": "p",
-        "source": "api",
-        "dialect": "v2",
-        "event_type": "page",
-        "action": "view",
-        "canonical_name": "page.view",
-        "name_format": "unified",
-        "occurred_at": NOW,
-        "received_at": NOW,
-    }
-    return CODEC.encode(CLEAN_EVENT, rec)
+    return CODEC.encode(CLEAN_EVENT, clean_record(event_id, occurred_at=NOW, received_at=NOW))
 
 
 def rejected_bytes() -> bytes:
