@@ -13,10 +13,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from eventpipe.errors import StartError
 from eventpipe.logs import configure
 from eventpipe.settings import Settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+# No locals in tracebacks: they would print client configurations, passwords included.
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False
+)
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -44,12 +48,14 @@ def edge(
     host: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Run the HTTP edge against EVENTPIPE_KAFKA_BOOTSTRAP (keys from EVENTPIPE_API_KEYS)."""
+    from eventpipe.kafka import ensure_topics
     from eventpipe.publisher import publisher_for
     from producers.app import create_app
     from producers.auth import KeyStore
     from producers.server import serve
 
     s = _settings(port=port, host=host)
+    ensure_topics(s)  # a refused login or a missing topic stops the edge here, not at the 1st 503
     publisher = publisher_for(s)
     try:
         catalog = None  # the catalog needs a ClickHouse server: chDB belongs to one process
@@ -57,7 +63,7 @@ def edge(
             from eventpipe.catalog import Catalog
             from sinks.clickhouse import connect
 
-            catalog = Catalog.from_settings(connect(s.clickhouse_dsn), s)
+            catalog = Catalog.from_settings(connect(s.clickhouse_dsn, ca=s.clickhouse_ca), s)
         keys = KeyStore(s.api_keys, s.rate_limit_per_minute)
         application = create_app(s, publisher, keys, catalog=catalog)
         serve(application, s.host, s.port)
@@ -77,11 +83,13 @@ def worker() -> None:
 def sink() -> None:
     """Run the ClickHouse sink: clean and rejected topics into EVENTPIPE_CLICKHOUSE_URL."""
     from eventpipe.codec import AvroCodec
+    from eventpipe.kafka import ensure_topics
     from sinks.clickhouse import connect, migrate
     from sinks.sink import Sink
 
     s = _settings()
-    client = connect(s.clickhouse_dsn)
+    ensure_topics(s)
+    client = connect(s.clickhouse_dsn, ca=s.clickhouse_ca)
     migrate(client)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -132,9 +140,14 @@ def _run_query(s: Settings, sql: str) -> tuple[list[str], list[list[Any]]]:
         return body["columns"], body["rows"]
     from sinks.clickhouse import connect
 
-    result = connect(s.clickhouse_dsn, readonly=True).query(sql)
+    result = connect(s.clickhouse_dsn, readonly=True, ca=s.clickhouse_ca).query(sql)
     return list(result.column_names), [list(r) for r in result.result_rows]
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except StartError as exc:
+        # A setting that cannot work: its message says which, a traceback would bury it.
+        typer.echo(f"eventpipe: cannot start: {exc}", err=True)
+        raise SystemExit(2) from None

@@ -124,7 +124,14 @@ def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
         EVENTPIPE_DATA_DIR=str(settings.data_dir.resolve()),
         EVENTPIPE_TOPIC_PREFIX=settings.topic_prefix,
         EVENTPIPE_TOPIC_PARTITIONS=str(settings.topic_partitions),
+        EVENTPIPE_TOPIC_REPLICATION=str(settings.topic_replication),
+        EVENTPIPE_KAFKA_SECURITY_PROTOCOL=settings.kafka_security_protocol,
     )
+    if settings.topic_min_insync_replicas is not None:
+        env["EVENTPIPE_TOPIC_MIN_INSYNC_REPLICAS"] = str(settings.topic_min_insync_replicas)
+    for name in ("sasl_mechanism", "sasl_username", "ssl_ca", "ssl_cert", "ssl_key"):
+        if getattr(settings, f"kafka_{name}") is None:  # dev's own broker turned them off
+            env.pop(f"EVENTPIPE_KAFKA_{name.upper()}", None)
     return subprocess.Popen(
         [sys.executable, "-m", "launch", "worker"],
         env=env,
@@ -143,22 +150,31 @@ def run_dev(settings: Settings) -> None:
             broker = TansuBroker()
             broker.start()
             stack.callback(broker.stop)
-            # The embedded profile turns on the Tansu workarounds (eventpipe.broker).
+            # The embedded profile turns on the Tansu workarounds (eventpipe.broker). One broker,
+            # in plaintext on loopback: no replicas, no security block.
             settings = settings.model_copy(
                 update={
                     "kafka_bootstrap": broker.bootstrap,
                     "broker_profile": settings.broker_profile or BrokerProfile.EMBEDDED,
+                    "topic_replication": 1,
+                    "topic_min_insync_replicas": 1,
+                    "kafka_security_protocol": "PLAINTEXT",
+                    "kafka_sasl_mechanism": None,
+                    "kafka_sasl_username": None,
+                    "kafka_ssl_ca": None,
+                    "kafka_ssl_cert": None,
+                    "kafka_ssl_key": None,
                 }
             )
         settings = settings.model_copy(update={"admin_token": admin_token, "port": port})
         ensure_topics(settings)
 
-        writer = connect(settings.clickhouse_dsn)
+        writer = connect(settings.clickhouse_dsn, ca=settings.clickhouse_ca)
         applied = migrate(writer)
         if applied:
             log.info("clickhouse migrations applied", migrations=applied)
         # A separate client for reads: chDB keeps per-query settings on the client's session.
-        reader = connect(settings.clickhouse_dsn, readonly=True)
+        reader = connect(settings.clickhouse_dsn, readonly=True, ca=settings.clickhouse_ca)
         read_lock = threading.Lock()
 
         def query(sql: str) -> tuple[list[str], list[list[Any]]]:
@@ -190,7 +206,8 @@ def run_dev(settings: Settings) -> None:
         keys = KeyStore(settings.api_keys, settings.rate_limit_per_minute)
         keys.add(api_key, DEV_PRODUCT, "api")
         # The catalog writes curated entries: its own client, a writer, on the directory we own.
-        catalog = Catalog.from_settings(connect(settings.clickhouse_dsn), settings)
+        catalog_client = connect(settings.clickhouse_dsn, ca=settings.clickhouse_ca)
+        catalog = Catalog.from_settings(catalog_client, settings)
         app = create_app(settings, publisher, keys, query=query, codec=codec, catalog=catalog)
 
         url = f"http://{settings.host}:{port}"

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 import structlog
 from confluent_kafka import Producer
 
-from eventpipe.kafka import create_topics, producer_config
+from eventpipe.kafka import changelog_config, create_topics, producer_config
 from eventpipe.settings import Settings
 from streams.dedupe import SENTINEL_KEY, SENTINEL_VALUE
 
@@ -28,11 +28,16 @@ log = structlog.get_logger(__name__)
 
 
 def ensure_changelogs(settings: Settings, topics: Iterable[str], timeout_s: float = 30.0) -> None:
-    """Create missing changelog topics with the raw topic's partition count, compacted.
+    """Create missing changelog topics with the raw topic's partition count, compacted
+    (``eventpipe.kafka.changelog_config``), or with ``EVENTPIPE_CREATE_TOPICS=false`` check that
+    they exist with exactly that count.
 
     Faust would create them itself when it starts, but the sentinels must be written first.
     """
-    create_topics(settings, topics, config={"cleanup.policy": "compact"}, timeout_s=timeout_s)
+    wanted = list(topics)
+    create_topics(
+        settings, wanted, config=changelog_config(settings), exact=wanted, timeout_s=timeout_s
+    )
 
 
 def write_sentinels(settings: Settings, topics: Iterable[str], timeout_s: float = 30.0) -> int:
