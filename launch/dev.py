@@ -50,7 +50,7 @@ from eventpipe.settings import Settings
 from producers.app import create_app
 from producers.auth import KeyStore, new_key
 from producers.server import Shutdown, serve
-from sinks.clickhouse import connect, migrate
+from sinks.clickhouse import connect, migrate, redact
 from sinks.sink import Sink
 
 log = structlog.get_logger(__name__)
@@ -226,7 +226,7 @@ def run_dev(settings: Settings) -> None:
             f"  API key:      {api_key}   (product '{DEV_PRODUCT}', source 'api')\n"
             f"  admin token:  {admin_token}\n"
             f"  kafka:        {settings.bootstrap}{' (embedded Tansu)' if broker else ''}\n"
-            f"  clickhouse:   {settings.clickhouse_dsn}\n"
+            f"  clickhouse:   {redact(settings.clickhouse_dsn)}\n"
             f'  query:        eventpipe query "SELECT count() FROM events"\n'
             "  Ctrl-C stops everything (after draining what the edge acknowledged; twice: now).",
             flush=True,

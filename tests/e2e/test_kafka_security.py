@@ -31,8 +31,9 @@ from eventpipe.embedded import die_with_parent, free_port, stop_process, wait_fo
 from tests.conftest import start_stack
 
 pytestmark = pytest.mark.skipif(
-    shutil.which("stunnel4") is None and shutil.which("stunnel") is None,
-    reason="needs stunnel (make test installs Debian's stunnel4)",
+    (shutil.which("stunnel4") is None and shutil.which("stunnel") is None)
+    or shutil.which("openssl") is None,
+    reason="needs stunnel and openssl (make test installs Debian's stunnel4)",
 )
 
 KEY_PASSPHRASE = "key-passphrase-never-logged"
