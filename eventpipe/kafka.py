@@ -182,6 +182,14 @@ def create_topics(
                 code = err.code() if err is not None else None
                 if code == KafkaError.TOPIC_ALREADY_EXISTS:
                     continue
+                if code in (
+                    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+                ):
+                    raise KafkaStartError(
+                        f"not allowed to create topic {topic!r} ({exc}): grant CreateTopics, or "
+                        "create the topics yourself and set EVENTPIPE_CREATE_TOPICS=false"
+                    ) from exc
                 if code in (KafkaError.INVALID_REPLICATION_FACTOR, KafkaError.INVALID_CONFIG):
                     raise KafkaStartError(
                         f"could not create topic {topic!r}: {exc}. Check "
