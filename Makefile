@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: dev test lint typecheck install clean bench
+.PHONY: dev test test-tools lint typecheck install clean bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "eventpipe needs Python 3.11"'
@@ -25,7 +25,14 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck
+# tests/e2e/test_kafka_security.py puts Debian's stunnel4 (a real TLS endpoint) in front of the
+# embedded broker, and makes its certificates with openssl.
+test-tools:
+	command -v stunnel4 >/dev/null && command -v openssl >/dev/null || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q stunnel4 openssl) || \
+		echo "stunnel4/openssl not installed (needs root): the Kafka TLS tests will be skipped"
+
+test: lint typecheck test-tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: install

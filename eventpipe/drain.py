@@ -42,6 +42,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import structlog
 from confluent_kafka import (
@@ -54,6 +55,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
 from eventpipe.broker import BrokerProfile, workarounds
+from eventpipe.kafka_security import librdkafka_security
 from eventpipe.settings import Settings
 from eventpipe.topics import TopicNames
 
@@ -73,11 +75,13 @@ PROBE_GROUP = "eventpipe-drain-probe"
 class Offsets:
     """Real end offsets (read, see the module docstring) and consumer groups' committed offsets."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self._admin = AdminClient({"bootstrap.servers": bootstrap})
+    def __init__(self, bootstrap: str, security: dict[str, Any] | None = None) -> None:
+        """``security``: the security block as librdkafka properties (``client_config``)."""
+        base = {**(security or {}), "bootstrap.servers": bootstrap}
+        self._admin = AdminClient(base)
         self._probe = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **base,
                 "group.id": PROBE_GROUP,
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
@@ -251,7 +255,7 @@ def drain(
     """
     started = time.monotonic()
     deadline = started + timeout_s
-    offsets = Offsets(settings.bootstrap)
+    offsets = Offsets(settings.bootstrap, librdkafka_security(settings))
     check = Drain(offsets, TopicNames.from_settings(settings), worker_group, settings.sink_group)
     log.info(
         "draining: waiting for the worker and the sink (Ctrl-C again to stop now)",

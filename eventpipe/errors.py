@@ -13,6 +13,11 @@ EventpipeError
 ├── RateLimited         429  workspace over its per-minute budget (Retry-After)
 ├── NotSupported        501  this process cannot serve the route (no ClickHouse client)
 └── Unavailable         503  Kafka did not acknowledge in time (Retry-After)
+
+StartError (no HTTP status: the process stops at start, the CLI prints it and exits 2)
+├── eventpipe.kafka_security.KafkaConfigError   a security block that cannot work
+├── eventpipe.kafka.KafkaStartError             refused login/TLS, missing or short topics
+└── sinks.clickhouse.ClickHouseStartError       missing database, read-only user, unreachable
 """
 
 from __future__ import annotations
@@ -105,3 +110,8 @@ class Unavailable(EventpipeError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class StartError(RuntimeError):
+    """A configuration that cannot work, found at start. Its message names the setting to
+    change and never carries a secret."""

@@ -81,6 +81,31 @@ def produce_exception_retryable(exc: BaseException) -> bool:
     return False
 
 
+KAFKA_CONNECT_REFUSED = frozenset(
+    {
+        KafkaError._AUTHENTICATION,
+        KafkaError._SSL,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+        KafkaError.UNSUPPORTED_SASL_MECHANISM,
+        KafkaError.ILLEGAL_SASL_STATE,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    }
+)
+"""Connection errors a broker gives the same credentials or certificates on every try."""
+
+
+def kafka_connect_refused(err: KafkaError) -> bool:
+    """Whether the broker refused this client's login or TLS handshake (permanent).
+
+    librdkafka reports a server's TLS alert (e.g. "certificate required" when mutual TLS wants
+    a client certificate we did not send) as a transport error carrying OpenSSL's text.
+    """
+    if err.code() in KAFKA_CONNECT_REFUSED:
+        return True
+    return err.code() == KafkaError._TRANSPORT and "SSL routines" in err.str()
+
+
 # --- ClickHouse ---------------------------------------------------------------------------------
 
 CLICKHOUSE_PERMANENT = frozenset(

@@ -10,9 +10,17 @@ from __future__ import annotations
 import ipaddress
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventpipe.broker import BrokerProfile, Workarounds, workarounds
@@ -65,6 +73,8 @@ class Settings(BaseSettings):
     """Kafka bootstrap servers. Unset: ``eventpipe dev`` starts the embedded Tansu broker."""
     clickhouse_url: str | None = None
     """``http(s)://user:pass@host:port/db`` or ``chdb:///path``. Unset: chDB under data_dir."""
+    clickhouse_ca: Path | None = None
+    """PEM file of the CA that signed an ``https://`` ClickHouse's certificate."""
     schema_registry_url: str | None = None
     """Confluent-compatible registry. Unset: Avro single-object encoding (no registry)."""
     data_dir: Path = Path(".eventpipe")
@@ -74,7 +84,35 @@ class Settings(BaseSettings):
     topic_prefix: str = ""
     """Prepended to every topic name, so several pipelines (or test runs) can share a cluster."""
     topic_partitions: int = 4
-    topic_replication: int = 1
+
+    # --- Kafka security (eventpipe.kafka_security: the same on every client) -----------------
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca: Path | None = None
+    """PEM file of the CA that signed the brokers' certificates. Unset: the system's CAs."""
+    kafka_ssl_cert: Path | None = None
+    """PEM client certificate, for mutual TLS (with ``kafka_ssl_key``)."""
+    kafka_ssl_key: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    """Other librdkafka properties (JSON); only keys the worker can follow too are taken."""
+
+    # --- topics -----------------------------------------------------------------------------
+    create_topics: bool = True
+    """False: nothing is created, and a missing topic (or one with too few partitions) stops
+    every process at start. For clusters whose topics are managed elsewhere."""
+    topic_replication: int = Field(default=3, ge=1)
+    """Replication factor of the topics eventpipe creates (dev's embedded broker: 1)."""
+    topic_min_insync_replicas: int | None = Field(default=None, ge=1)
+    """``min.insync.replicas`` of created topics. Unset: replication - 1, at least 1."""
+    topic_retention_ms: int = 7 * 24 * 3600 * 1000
+    """Retention of the pipeline's four topics (the changelogs are compacted instead)."""
+    topic_config: dict[str, str] = Field(default_factory=dict)
+    """More topic configs (JSON) for the four pipeline topics, over the two above."""
+    changelog_topic_config: dict[str, str] = Field(default_factory=dict)
+    """More topic configs (JSON) for the worker's table changelogs (compacted)."""
 
     # --- HTTP edge ------------------------------------------------------------------------------
     host: str = "127.0.0.1"

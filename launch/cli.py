@@ -13,10 +13,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from eventpipe.errors import StartError
 from eventpipe.logs import configure
 from eventpipe.settings import Settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+# No locals in tracebacks: they would print client configurations, passwords included.
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False
+)
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -47,17 +51,19 @@ def edge(
 
     With EVENTPIPE_ADMIN_TOKEN set, the /admin routes are served on EVENTPIPE_ADMIN_LISTEN
     (127.0.0.1:9001), never on the public port."""
+    from eventpipe.kafka import ensure_topics
     from launch.processes import build_edge
     from producers.admin import create_admin_app
     from producers.server import serve
 
     s = _settings(port=port, host=host)
+    ensure_topics(s)  # a refused login or a missing topic stops the edge here, not at the 1st 503
     catalog = None  # the catalog needs a ClickHouse server: chDB belongs to one process
     if not s.embedded_clickhouse:
         from eventpipe.catalog import Catalog
         from sinks.clickhouse import connect
 
-        catalog = Catalog.from_settings(connect(s.clickhouse_dsn), s)
+        catalog = Catalog.from_settings(connect(s.clickhouse_dsn, ca=s.clickhouse_ca), s)
     edge_ = build_edge(s, catalog=catalog)
     try:
         admin = [(create_admin_app(s, edge_.keys), *s.admin_address)] if s.admin_token else []
@@ -77,9 +83,12 @@ def worker() -> None:
 @app.command()
 def sink() -> None:
     """Run the ClickHouse sink: clean and rejected topics into EVENTPIPE_CLICKHOUSE_URL."""
+    from eventpipe.kafka import ensure_topics
     from launch.processes import build_sink
 
-    sink_ = build_sink(_settings())
+    s = _settings()
+    ensure_topics(s)
+    sink_ = build_sink(s)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -132,10 +141,15 @@ def _run_query(s: Settings, sql: str) -> tuple[list[str], list[list[Any]]]:
     from sinks.clickhouse import connect
 
     try:
-        return ReadOnlyQuery(connect(s.clickhouse_dsn), s)(sql)
+        return ReadOnlyQuery(connect(s.clickhouse_dsn, ca=s.clickhouse_ca), s)(sql)
     except EventpipeError as exc:
         raise typer.BadParameter(exc.message, param_hint="SQL") from None
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except StartError as exc:
+        # A setting that cannot work: its message says which, a traceback would bury it.
+        typer.echo(f"eventpipe: cannot start: {exc}", err=True)
+        raise SystemExit(2) from None

@@ -52,7 +52,7 @@ from producers.admin import admin_routes
 from producers.auth import new_key
 from producers.query import ReadOnlyQuery
 from producers.server import Shutdown, serve
-from sinks.clickhouse import connect, migrate
+from sinks.clickhouse import connect, migrate, redact
 
 log = structlog.get_logger(__name__)
 
@@ -125,7 +125,14 @@ def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
         EVENTPIPE_DATA_DIR=str(settings.data_dir.resolve()),
         EVENTPIPE_TOPIC_PREFIX=settings.topic_prefix,
         EVENTPIPE_TOPIC_PARTITIONS=str(settings.topic_partitions),
+        EVENTPIPE_TOPIC_REPLICATION=str(settings.topic_replication),
+        EVENTPIPE_KAFKA_SECURITY_PROTOCOL=settings.kafka_security_protocol,
     )
+    if settings.topic_min_insync_replicas is not None:
+        env["EVENTPIPE_TOPIC_MIN_INSYNC_REPLICAS"] = str(settings.topic_min_insync_replicas)
+    for name in ("sasl_mechanism", "sasl_username", "ssl_ca", "ssl_cert", "ssl_key"):
+        if getattr(settings, f"kafka_{name}") is None:  # dev's own broker turned them off
+            env.pop(f"EVENTPIPE_KAFKA_{name.upper()}", None)
     return subprocess.Popen(
         [sys.executable, "-m", "launch", "worker"],
         env=env,
@@ -149,22 +156,32 @@ def run_dev(settings: Settings) -> None:
             broker = TansuBroker()
             broker.start()
             stack.callback(broker.stop)
-            # The embedded profile turns on the Tansu workarounds (eventpipe.broker).
+            # The embedded profile turns on the Tansu workarounds (eventpipe.broker). One broker,
+            # in plaintext on loopback: no replicas, no security block.
             settings = settings.model_copy(
                 update={
                     "kafka_bootstrap": broker.bootstrap,
                     "broker_profile": settings.broker_profile or BrokerProfile.EMBEDDED,
+                    "topic_replication": 1,
+                    "topic_min_insync_replicas": 1,
+                    "kafka_security_protocol": "PLAINTEXT",
+                    "kafka_sasl_mechanism": None,
+                    "kafka_sasl_username": None,
+                    "kafka_ssl_ca": None,
+                    "kafka_ssl_cert": None,
+                    "kafka_ssl_key": None,
                 }
             )
         settings = settings.model_copy(update={"admin_token": admin_token, "port": port})
         ensure_topics(settings)
 
-        writer = connect(settings.clickhouse_dsn)
+        writer = connect(settings.clickhouse_dsn, ca=settings.clickhouse_ca)
         applied = migrate(writer)
         if applied:
             log.info("clickhouse migrations applied", migrations=applied)
         # A separate client for reads: chDB keeps per-query settings on the client's session.
-        query = ReadOnlyQuery(connect(settings.clickhouse_dsn), settings)
+        ca = settings.clickhouse_ca
+        query = ReadOnlyQuery(connect(settings.clickhouse_dsn, ca=ca), settings)
 
         # The worker's consumer group, which the drain reads, is its Faust app id. Imported here
         # (at start, so a stop cannot fail on it), not at the top: ``eventpipe query`` imports
@@ -185,7 +202,7 @@ def run_dev(settings: Settings) -> None:
         stack.callback(stop_sink.set)
 
         # The catalog writes curated entries: its own client, a writer, on the directory we own.
-        catalog = Catalog.from_settings(connect(settings.clickhouse_dsn), settings)
+        catalog = Catalog.from_settings(connect(settings.clickhouse_dsn, ca=ca), settings)
         edge = build_edge(
             settings, admin=lambda keys: admin_routes(settings, keys, query), catalog=catalog
         )
@@ -209,7 +226,7 @@ def run_dev(settings: Settings) -> None:
             f"  API key:      {api_key}   (product '{DEV_PRODUCT}', source 'api')\n"
             f"  admin token:  {admin_token}\n"
             f"  kafka:        {settings.bootstrap}{' (embedded Tansu)' if broker else ''}\n"
-            f"  clickhouse:   {settings.clickhouse_dsn}\n"
+            f"  clickhouse:   {redact(settings.clickhouse_dsn)}\n"
             f'  query:        eventpipe query "SELECT count() FROM events"\n'
             "  Ctrl-C stops everything (after draining what the edge acknowledged; twice: now).",
             flush=True,

@@ -72,7 +72,7 @@ def build_sink(
     it); without, the sink connects to ``settings.clickhouse_dsn`` and runs the migrations.
     """
     if client is None:
-        client = connect(settings.clickhouse_dsn)
+        client = connect(settings.clickhouse_dsn, ca=settings.clickhouse_ca)
         migrate(client)
     codec = AvroCodec(settings.schema_registry_url)
     return Sink(settings, client, codec, metrics=metrics, consumer_factory=consumer_factory)

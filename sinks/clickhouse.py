@@ -19,13 +19,15 @@ from functools import cached_property
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 import clickhouse_connect
 import structlog
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from eventpipe.codec import CLEAN_EVENT, IDENTITY_LINK, REJECTED_EVENT
+from eventpipe.errors import StartError
 from eventpipe.event import from_ms, to_ms
 from schemas import schema_files
 
@@ -37,7 +39,48 @@ _MIGRATION_NAME = re.compile(r"^\d{3}_[a-z0-9_]+\.sql$")
 _STATEMENT_END = re.compile(r";[ \t]*(?:\n|$)")
 
 
-def connect(dsn: str, *, readonly: bool = False) -> Client:
+UNKNOWN_DATABASE = 81
+READONLY = 164
+ACCESS_DENIED = 497
+
+
+class ClickHouseStartError(StartError):
+    """ClickHouse cannot be used as configured: the process stops at start with this message."""
+
+
+def redact(dsn: str) -> str:
+    """``dsn`` without its password, for messages and logs."""
+    url = urlparse(dsn)
+    if url.password is None:
+        return dsn
+    netloc = f"{url.username}:***@{url.hostname}" + (f":{url.port}" if url.port else "")
+    return url._replace(netloc=netloc).geturl()
+
+
+def client_kwargs(dsn: str, *, readonly: bool = False, ca: Path | None = None) -> dict[str, Any]:
+    """What ``clickhouse_connect.get_client`` is given: the DSN, and for ``https://`` the CA
+    file that signed the server's certificate (``EVENTPIPE_CLICKHOUSE_CA``), verified."""
+    kwargs: dict[str, Any] = {"dsn": dsn, "settings": {"readonly": 1} if readonly else None}
+    if ca is not None:
+        if urlparse(dsn).scheme != "https":
+            raise ClickHouseStartError(
+                f"EVENTPIPE_CLICKHOUSE_CA is set but EVENTPIPE_CLICKHOUSE_URL={redact(dsn)} "
+                "is not https://"
+            )
+        if not ca.is_file():
+            raise ClickHouseStartError(f"EVENTPIPE_CLICKHOUSE_CA={ca}: no such file")
+        kwargs.update(ca_cert=str(ca), verify=True)
+    return kwargs
+
+
+def _database(dsn: str) -> str:
+    url = urlparse(dsn)
+    if url.scheme == "chdb":
+        return parse_qs(url.query).get("database", ["default"])[0]
+    return url.path.strip("/") or "default"
+
+
+def connect(dsn: str, *, readonly: bool = False, ca: Path | None = None) -> Client:
     """A client for ``dsn``; ``readonly=True`` gives one that the server refuses writes from.
 
     With chDB, settings passed with a single query stick to that client's session (a per-query
@@ -45,13 +88,32 @@ def connect(dsn: str, *, readonly: bool = False) -> Client:
     client rather than a per-query setting. Two clients on the same chDB path in one process work,
     also used from two threads at once; a second *path* in the same process does not (one chDB
     engine per process).
+
+    A database that does not exist, a refused login or an unreachable server stop the caller at
+    start with a :class:`ClickHouseStartError` naming the setting (never the password).
     """
     if dsn.startswith("chdb:"):
         path = urlparse(dsn).path
         if path and path not in ("memory", ":memory:"):
             Path(path).mkdir(parents=True, exist_ok=True)
-    settings = {"readonly": 1} if readonly else None
-    return clickhouse_connect.get_client(dsn=dsn, settings=settings)
+    try:
+        return clickhouse_connect.get_client(**client_kwargs(dsn, readonly=readonly, ca=ca))
+    except OperationalError as exc:
+        raise ClickHouseStartError(
+            f"ClickHouse at {redact(dsn)} is unreachable (EVENTPIPE_CLICKHOUSE_URL, "
+            f"EVENTPIPE_CLICKHOUSE_CA): {exc}"
+        ) from exc
+    except DatabaseError as exc:
+        shown = redact(dsn)
+        if f"Code: {UNKNOWN_DATABASE}." in str(exc) or "UNKNOWN_DATABASE" in str(exc):
+            raise ClickHouseStartError(
+                f"ClickHouse database {_database(dsn)!r} does not exist "
+                f"(EVENTPIPE_CLICKHOUSE_URL={shown}): create it first"
+            ) from exc
+        raise ClickHouseStartError(
+            f"ClickHouse at {shown} refused the connection (EVENTPIPE_CLICKHOUSE_URL, "
+            f"EVENTPIPE_CLICKHOUSE_CA): {exc}"
+        ) from exc
 
 
 # --- migrations -----------------------------------------------------------------------------
@@ -84,12 +146,26 @@ def migrate(client: Client, directory: Path = MIGRATIONS_DIR) -> list[str]:
     Each statement is itself idempotent (``IF NOT EXISTS``), so a migration interrupted between
     its DDL and its record, or run by two processes at once, is safely applied again. The record
     table is a ReplacingMergeTree on the name, so such a double run still reads as one row.
+
+    A user that may not create tables (read-only, or without the grants) stops the caller at
+    start with a :class:`ClickHouseStartError` saying so, before any event is consumed.
     """
-    client.command(
-        "CREATE TABLE IF NOT EXISTS schema_migrations "
-        "(name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
-        "ENGINE = ReplacingMergeTree(applied_at) ORDER BY name"
-    )
+    try:
+        client.command(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+            "ENGINE = ReplacingMergeTree(applied_at) ORDER BY name"
+        )
+    except DatabaseError as exc:
+        text = str(exc)
+        if any(f"Code: {c}." in text for c in (READONLY, ACCESS_DENIED)) or "READONLY" in text:
+            raise ClickHouseStartError(
+                f"the ClickHouse user of EVENTPIPE_CLICKHOUSE_URL may not create tables in "
+                f"database {client.database or 'default'!r} (read-only or missing grants): "
+                "eventpipe's migrations need CREATE TABLE, CREATE VIEW, ALTER and INSERT there. "
+                f"ClickHouse said: {text.splitlines()[0]}"
+            ) from exc
+        raise
     done = {r[0] for r in client.query("SELECT DISTINCT name FROM schema_migrations").result_rows}
     applied = []
     for path in migration_files(directory):

@@ -16,6 +16,7 @@ from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
 from eventpipe.codec import RAW_EVENT, AvroCodec
+from eventpipe.kafka_security import WorkerSecurity, worker_security
 from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings
 from eventpipe.topics import TopicNames
@@ -65,11 +66,19 @@ def app_id(settings: Settings) -> str:
 
 
 def faust_config(settings: Settings) -> dict[str, Any]:
-    """The Faust settings of every eventpipe app (the benchmark's bare agent uses them too)."""
+    """The Faust settings of every eventpipe app (the benchmark's bare agent uses them too).
+
+    Security comes from ``eventpipe.kafka_security.worker_security``, the same block the
+    confluent-kafka clients get, as Faust's ``broker_credentials``.
+    """
     if not settings.kafka_bootstrap:
         raise RuntimeError("the worker needs EVENTPIPE_KAFKA_BOOTSTRAP (or an embedded broker)")
+    security = worker_security(settings)
     return {
-        "broker": f"kafka://{settings.kafka_bootstrap}",
+        # One URL per bootstrap server: Faust reads "a:9092,b:9092" as one host.
+        "broker": [f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",") if h],
+        "broker_credentials": faust_credentials(security),
+        **security.faust,
         "store": "memory://",
         "web_enabled": False,
         "autodiscover": False,
@@ -78,12 +87,31 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         "broker_heartbeat_interval": settings.heartbeat_interval_s,
         "topic_partitions": settings.topic_partitions,
         "topic_replication_factor": settings.topic_replication,
+        # The changelogs are created (or checked) before Faust starts (streams.changelog); with
+        # EVENTPIPE_CREATE_TOPICS=false Faust must not try either. No agent runs on_leader, so
+        # no leader topic either: the topics a cluster needs are the six eventpipe names.
+        "topic_allow_declare": settings.create_topics,
+        "topic_disable_leader": True,
         # at_least_once keeps Faust's aiokafka producer non-idempotent: its InitProducerId
         # fails on Tansu; "exactly_once" would turn idempotence on and cannot start there.
         "processing_guarantee": "at_least_once",
         "key_serializer": "raw",
         "value_serializer": "raw",
     }
+
+
+def faust_credentials(security: WorkerSecurity) -> Any:
+    """Faust's ``broker_credentials`` for the security block (None: plaintext)."""
+    if security.protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        return faust.SASLCredentials(
+            username=security.username,
+            password=security.password,
+            ssl_context=security.ssl_context,  # None: SASL_PLAINTEXT, else SASL_SSL
+            mechanism=security.sasl_mechanism,
+        )
+    if security.protocol == "SSL":
+        return faust.SSLCredentials(security.ssl_context)
+    return None
 
 
 def create_app(settings: Settings, publisher: Publisher) -> faust.App:

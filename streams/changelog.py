@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 import structlog
 from confluent_kafka import Producer
 
-from eventpipe.kafka import create_topics, producer_config
+from eventpipe.kafka import changelog_config, create_topics, producer_config
 from eventpipe.settings import Settings
 from streams.dedupe import SENTINEL_KEY, SENTINEL_VALUE
 
@@ -55,13 +55,15 @@ def expiring(window_ms: int) -> dict[str, str]:
 def ensure_changelogs(
     settings: Settings, topics: Mapping[str, Mapping[str, str]], timeout_s: float = 30.0
 ) -> None:
-    """Create missing changelog topics (name -> topic config) with the raw topic's partition
-    count.
+    """Create missing changelog topics (name -> the table's own config, over
+    ``eventpipe.kafka.changelog_config``) with exactly the raw topic's partition count, or with
+    ``EVENTPIPE_CREATE_TOPICS=false`` check that they exist with that count.
 
     Faust would create them itself when it starts, but the sentinels must be written first.
     """
     for name, config in topics.items():
-        create_topics(settings, [name], config=dict(config), timeout_s=timeout_s)
+        merged = {**changelog_config(settings), **config}
+        create_topics(settings, [name], config=merged, exact=[name], timeout_s=timeout_s)
 
 
 def write_sentinels(settings: Settings, topics: Iterable[str], timeout_s: float = 30.0) -> int:

@@ -21,6 +21,7 @@ from pathlib import Path
 import faust
 import structlog
 
+from eventpipe.kafka import ensure_topics
 from eventpipe.publisher import publisher_for
 from eventpipe.settings import Settings
 from streams.app import changelog_topics, create_app
@@ -71,13 +72,14 @@ def remove_ready_file(path: Path) -> None:
 def run_worker(settings: Settings) -> None:
     """Run one worker in this process; returns after a clean stop, raises ``SystemExit`` else.
 
-    The raw, clean and rejected topics must exist (``eventpipe.kafka.ensure_topics``); the
+    The pipeline's topics are created or checked first (``eventpipe.kafka.ensure_topics``); the
     changelog topics are created here, before Faust starts, so the sentinels can go first.
     """
     ready_env = os.environ.get(READY_FILE_ENV)
     ready_file = Path(ready_env) if ready_env else None
     if ready_file is not None:
         remove_ready_file(ready_file)
+    ensure_topics(settings)  # a refused login or a missing topic stops the worker here
     publisher = publisher_for(settings)
     app = create_app(settings, publisher)
     if ready_file is not None:
