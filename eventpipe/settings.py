@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     sink_flush_interval_s: float = 0.5
     sink_group: str = "eventpipe-sink"
 
+    # --- replay -------------------------------------------------------------------------------
+    replay_confirm_above: int = Field(default=10_000, ge=0)
+    """A replay that selects more raw records than this is a dry run unless ``--execute`` is
+    given (``--dry-run`` always is one). The count is an upper bound from offsets: on the
+    embedded broker a time range counts from the partition's start (``replay/select.py``)."""
+
     # --- dev ------------------------------------------------------------------------------------
     drain_timeout_seconds: float = 120.0
     """How long a stopping ``eventpipe dev`` on the embedded broker waits for the worker and the

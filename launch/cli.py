@@ -115,6 +115,60 @@ def query(
     console.print(table)
 
 
+@app.command()
+def replay(
+    from_: Annotated[
+        str | None, typer.Option("--from", help="ISO 8601 (UTC unless zoned) or -2h, -30m, -7d")
+    ] = None,
+    to: Annotated[str | None, typer.Option("--to", help="end, exclusive (same forms)")] = None,
+    partition: Annotated[int | None, typer.Option(help="one partition of events.raw")] = None,
+    from_offset: Annotated[int | None, typer.Option(help="first offset (with --partition)")] = None,
+    to_offset: Annotated[int | None, typer.Option(help="last offset, inclusive")] = None,
+    product: Annotated[str | None, typer.Option(help="only this workspace's events")] = None,
+    dry_run: Annotated[
+        bool | None,
+        typer.Option(
+            "--dry-run/--execute",
+            help="print what would change / write it (default: write up to "
+            "EVENTPIPE_REPLAY_CONFIRM_ABOVE records, a dry run above)",
+        ),
+    ] = None,
+    resume: Annotated[
+        str | None, typer.Option(help="PARTITION:OFFSET,... printed by an interrupted replay")
+    ] = None,
+    wait: Annotated[float, typer.Option(help="seconds to wait for the sink at the end")] = 120.0,
+    data_dir: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Run a range of events.raw through today's rules again; write what changed.
+
+    Reads with its own consumer (assigned, nothing committed) and writes through the topics the
+    running sink reads, so it works beside live traffic and leaves one row per event id.
+    """
+    from launch.reach import NotReachable
+    from replay.command import run_command, selection
+    from replay.select import SelectionError
+
+    s = _settings(data_dir=data_dir)
+    try:
+        sel = selection(
+            from_=from_,
+            to=to,
+            partition=partition,
+            from_offset=from_offset,
+            to_offset=to_offset,
+            product=product,
+            resume=resume,
+        )
+        result = run_command(s, sel, dry_run=dry_run, wait_s=wait)
+    except SelectionError as exc:
+        raise typer.BadParameter(str(exc), param_hint=exc.option) from None
+    except NotReachable as exc:
+        typer.echo(f"eventpipe replay: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if result.stopped is not None or result.stored is False:
+        raise typer.Exit(1)
+
+
 def _run_query(s: Settings, sql: str) -> tuple[list[str], list[list[Any]]]:
     from launch.dev import DevState
 

@@ -52,6 +52,7 @@ from producers.auth import KeyStore, new_key
 from producers.server import Shutdown, serve
 from sinks.clickhouse import connect, migrate
 from sinks.sink import Sink
+from sinks.store import EventStore
 
 log = structlog.get_logger(__name__)
 
@@ -191,7 +192,10 @@ def run_dev(settings: Settings) -> None:
         keys.add(api_key, DEV_PRODUCT, "api")
         # The catalog writes curated entries: its own client, a writer, on the directory we own.
         catalog = Catalog.from_settings(connect(settings.clickhouse_dsn), settings)
-        app = create_app(settings, publisher, keys, query=query, codec=codec, catalog=catalog)
+        store = EventStore(connect(settings.clickhouse_dsn))  # replay's, through /admin/store
+        app = create_app(
+            settings, publisher, keys, query=query, codec=codec, catalog=catalog, store=store
+        )
 
         url = f"http://{settings.host}:{port}"
         DevState(

@@ -32,6 +32,8 @@ from producers import named, openapi, segment, v1, v2
 from producers.auth import KeyStore, RateLimiter, new_key
 from producers.catalog import catalog_routes
 from producers.ingest import Ingest, error_response, json_response
+from producers.store_routes import store_routes
+from sinks.store import EventStore
 
 log = structlog.get_logger(__name__)
 
@@ -63,6 +65,7 @@ def create_app(
     query: QueryFn | None = None,
     codec: AvroCodec | None = None,
     catalog: Catalog | None = None,
+    store: EventStore | None = None,
 ) -> Starlette:
     topics = TopicNames.from_settings(settings)
     ingest = Ingest(
@@ -171,4 +174,6 @@ def create_app(
             Route("/admin/keys", _guard(admin_keys), methods=["POST", "DELETE"]),
             Route("/admin/query", _guard(admin_query), methods=["POST"]),
         ]
+    if store is not None:  # replay's reads and its one delete, where this process owns chDB
+        routes += store_routes(settings.admin_token, store, _guard)
     return Starlette(routes=routes)
