@@ -19,11 +19,11 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from bench import agents, e2e, edge, report, sink
+from bench import agents, e2e, edge, replay, report, sink
 from bench.report import StageResult
 from eventpipe.logs import configure
 
-STAGES = ("edge", "agents", "sink", "e2e")
+STAGES = ("edge", "agents", "sink", "e2e", "replay")
 ROUNDED = ("edge", "agents", "sink")
 """The stages compared with a ceiling: measured ``Plan.rounds`` times (e2e has no ceiling)."""
 FULL_EVENTS = 210_000
@@ -84,6 +84,8 @@ def run(plan: Plan, only: list[str], workdir: Path, console: Console) -> list[St
                 return agents.run(workdir, plan.agent_events, say)[0]
             if name == "sink":
                 return sink.run(workdir, plan.sink_events, say)[0]
+            if name == "replay":
+                return replay.run(workdir, plan.agent_events, say)[0]
             e2e_concurrency = min(plan.concurrency, 4)
             return e2e.run(workdir, plan.e2e_events, plan.e2e_seconds, e2e_concurrency, say)[0]
 
