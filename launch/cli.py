@@ -169,6 +169,105 @@ def replay(
         raise typer.Exit(1)
 
 
+def _rejected_filter(**kw: Any) -> Any:
+    from datetime import UTC, datetime
+
+    from replay.select import parse_time
+    from sinks.store import RejectedFilter
+
+    now = datetime.now(UTC)
+    from_, to = kw.pop("from_"), kw.pop("to")
+    return RejectedFilter(
+        from_ms=parse_time(from_, now, "--from") if from_ else None,
+        to_ms=parse_time(to, now, "--to") if to else None,
+        **kw,
+    )
+
+
+FromOpt = Annotated[str | None, typer.Option("--from", help="received at or after (as replay)")]
+ToOpt = Annotated[str | None, typer.Option("--to", help="received before")]
+ProductOpt = Annotated[str | None, typer.Option(help="one workspace")]
+StageOpt = Annotated[str | None, typer.Option(help="normalize, identity, publish, decode, sink")]
+ReasonOpt = Annotated[str | None, typer.Option(help="a part of the reason (any case)")]
+
+
+@app.command()
+def rejected(
+    product: ProductOpt = None,
+    stage: StageOpt = None,
+    reason: ReasonOpt = None,
+    from_: FromOpt = None,
+    to: ToOpt = None,
+    events: Annotated[bool, typer.Option("--events", help="one line per rejection")] = False,
+    limit: Annotated[int, typer.Option(help="lines at most, with --events")] = 100,
+    data_dir: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """List rejected events (the ones needing attention), grouped by stage and reason."""
+    from launch.reach import pipeline_store
+    from replay.rejected import listing
+    from replay.select import SelectionError
+
+    s = _settings(data_dir=data_dir)
+    try:
+        f = _rejected_filter(product=product, stage=stage, reason=reason, from_=from_, to=to)
+    except SelectionError as exc:
+        raise typer.BadParameter(str(exc), param_hint=exc.option) from None
+    with pipeline_store(s) as store:
+        table = listing(store, f, one_per_line=events, limit=limit)
+    Console(width=max(Console().width, 160)).print(table)
+
+
+@app.command()
+def redrive(
+    product: ProductOpt = None,
+    stage: StageOpt = None,
+    reason: ReasonOpt = None,
+    from_: FromOpt = None,
+    to: ToOpt = None,
+    event_id: Annotated[list[str] | None, typer.Option(help="these events (repeatable)")] = None,
+    again: Annotated[bool, typer.Option(help="also those a redrive already accepted")] = False,
+    limit: Annotated[int, typer.Option(help="rejections at most")] = 100_000,
+    dry_run: Annotated[
+        bool | None,
+        typer.Option("--dry-run/--execute", help="as replay's (default: by count)"),
+    ] = None,
+    wait: Annotated[float, typer.Option(help="seconds to wait for the sink at the end")] = 120.0,
+    data_dir: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Send chosen rejected events through today's rules again; record each outcome."""
+    from launch.reach import NotReachable, pipeline
+    from replay.redrive import outcome_table, redrive
+    from replay.select import SelectionError
+
+    s = _settings(data_dir=data_dir)
+    try:
+        f = _rejected_filter(
+            product=product,
+            stage=stage,
+            reason=reason,
+            from_=from_,
+            to=to,
+            event_ids=tuple(event_id or ()),
+            pending=not again,
+        )
+        s, store = pipeline(s)
+    except SelectionError as exc:
+        raise typer.BadParameter(str(exc), param_hint=exc.option) from None
+    except NotReachable as exc:
+        typer.echo(f"eventpipe redrive: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        result = redrive(s, store, f, dry_run=dry_run, limit=limit, wait_s=wait)
+    finally:
+        close = getattr(store, "close", None)
+        if close is not None:
+            close()
+    Console(width=max(Console().width, 160)).print(outcome_table(result))
+    if result.stored is False:
+        typer.echo("the sink has not stored everything written yet (is it running?)", err=True)
+        raise typer.Exit(1)
+
+
 def _run_query(s: Settings, sql: str) -> tuple[list[str], list[list[Any]]]:
     from launch.dev import DevState
 

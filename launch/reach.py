@@ -8,7 +8,9 @@ state file (the embedded broker's port changes every start). With a ClickHouse s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import base64
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -16,7 +18,7 @@ import httpx
 from eventpipe.broker import BrokerProfile
 from eventpipe.settings import Settings
 from launch.dev import DevState
-from sinks.store import EventStore, Link, Store
+from sinks.store import EventStore, Link, RejectedFilter, Store
 
 STORE_TIMEOUT_S = 120.0
 
@@ -69,6 +71,20 @@ class DevStore:
     def delete_events(self, product: str, ids: Sequence[str]) -> int:
         return int(self._call("delete_events", {"product": product, "ids": list(ids)})["deleted"])
 
+    def rejected_groups(self, f: RejectedFilter) -> list[dict[str, Any]]:
+        groups: list[dict[str, Any]] = self._call("rejected_groups", {"filter": f.to_json()})[
+            "groups"
+        ]
+        return groups
+
+    def rejected_rows(self, f: RejectedFilter, limit: int) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self._call(
+            "rejected_rows", {"filter": f.to_json(), "limit": limit}
+        )["rows"]
+        for row in rows:
+            row["payload"] = base64.b64decode(row["payload"])
+        return rows
+
     def close(self) -> None:
         self._http.close()
 
@@ -99,3 +115,25 @@ def pipeline(settings: Settings) -> tuple[Settings, Store]:
             }
         )
     return settings, store
+
+
+@contextmanager
+def pipeline_store(settings: Settings) -> Iterator[Store]:
+    """The running pipeline's store only (for reads that need no Kafka), closed after use."""
+    state = DevState.read(settings.data_dir)
+    if not settings.embedded_clickhouse:
+        from sinks.clickhouse import connect
+
+        client = connect(settings.clickhouse_dsn)
+        try:
+            yield EventStore(client)
+        finally:
+            client.close()
+        return
+    if state is None:
+        raise NotReachable(f"no eventpipe dev runs on {settings.data_dir}")
+    dev = DevStore(state)
+    try:
+        yield dev
+    finally:
+        dev.close()

@@ -6,6 +6,7 @@ request; admin token only. Against a ClickHouse server the commands use ``EventS
 
 from __future__ import annotations
 
+import base64
 import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from eventpipe.errors import InvalidEvent, Unauthorized
-from sinks.store import EventStore
+from sinks.store import EventStore, RejectedFilter
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -61,6 +62,20 @@ def _call(store: EventStore, call: str, body: dict[str, Any]) -> Any:
         if not isinstance(product, str):
             raise InvalidEvent("'product' (string) is required", field="product")
         return {"deleted": store.delete_events(product, _strings(body.get("ids"), "ids"))}
+    if call in ("rejected_groups", "rejected_rows"):
+        try:
+            f = RejectedFilter.from_json(body.get("filter") or {})
+        except TypeError as exc:
+            raise InvalidEvent(f"bad filter: {exc}", field="filter") from None
+        if call == "rejected_groups":
+            return {"groups": store.rejected_groups(f)}
+        limit = body.get("limit")
+        if not isinstance(limit, int) or limit < 1:
+            raise InvalidEvent("'limit' must be a positive integer", field="limit")
+        rows = store.rejected_rows(f, limit)
+        for row in rows:  # JSON has no bytes
+            row["payload"] = base64.b64encode(row["payload"]).decode()
+        return {"rows": rows}
     raise InvalidEvent(f"unknown call {call!r}", field="call")
 
 

@@ -21,6 +21,12 @@ keeps it in Faust tables; a replay runs beside it, in its own process, and asks 
 
 Rejections are published only when not already stored for the same event, stage and reason;
 duplicates dropped are counted, not reported again (live did that).
+
+One record is given a new id: a Segment message the edge could not parse was published without
+its external id and with a random event id (``producers/segment.py``), so an SDK's retry of it
+is another event. When today's rules parse it, it gets the id the edge would have given it
+(derived from its ``messageId``), so its copies collapse into one event and the retries are
+duplicates, whether it comes back through a replay or a redrive.
 """
 
 from __future__ import annotations
@@ -32,7 +38,11 @@ from typing import Any
 
 import structlog
 
+from eventpipe import dialects
+from eventpipe.errors import InvalidEvent
+from eventpipe.event import to_ms
 from eventpipe.identity import identity_key, resolve, valid_id
+from eventpipe.ids import event_id_for
 from sinks.store import ROW_COLUMNS, Store
 from streams.agents import Drop, Forward, Outcome, Reject, process
 from streams.codec import rejected
@@ -79,6 +89,9 @@ class Plan:
     rejections: list[dict[str, Any]] = field(default_factory=list)
     changed: dict[str, list[str]] = field(default_factory=dict)
     """product -> event ids whose stored copies a written row supersedes."""
+    outcomes: list[tuple[str, str, str]] = field(default_factory=list)
+    """(event id, outcome, detail) per raw record, in order: ``accepted`` (detail ``new``,
+    ``identical`` or ``changed``), ``rejected`` (``stage: reason``), ``duplicate``."""
 
 
 def _ids_by_product(raws: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
@@ -86,6 +99,24 @@ def _ids_by_product(raws: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
     for raw in raws:
         out.setdefault(raw["product"], []).append(raw["event_id"])
     return out
+
+
+UNKEYED_REFUSALS = frozenset({"segment"})
+"""Dialects whose edge publishes messages it refused, without their external id."""
+
+
+def rekeyed(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``raw`` with the external id and event id the edge would give it today (docstring)."""
+    if raw["external_id"] is not None or raw["dialect"] not in UNKEYED_REFUSALS:
+        return raw
+    try:
+        parsed = dialects.parse(raw["dialect"], raw["payload"], to_ms(raw["received_at"]))
+    except InvalidEvent:
+        return raw  # still refused: rejected as it was, under its id
+    if parsed.external_id is None:
+        return raw
+    event_id = event_id_for(raw["product"], raw["source"], parsed.external_id)
+    return {**raw, "external_id": parsed.external_id, "event_id": event_id}
 
 
 def _process(raw: Mapping[str, Any], seen: Any, window_ms: int) -> Outcome:
@@ -127,6 +158,7 @@ class Rules:
         """What the batch becomes; counts it in :attr:`summary`. ``undecodable`` are the
         rejections of records that were no raw record at all (stage ``decode``)."""
         s, out = self.summary, Plan()
+        raws = [rekeyed(raw) for raw in raws]
         stored = self._store.rows(_ids_by_product(raws))
         first_seen: dict[bytes, int] = {}
         for copies in stored.values():
@@ -160,10 +192,16 @@ class Rules:
         for raw, outcome in outcomes:
             if isinstance(outcome, Drop):
                 s.duplicates += 1
+                out.outcomes.append((raw["event_id"], "duplicate", "of the stored copy"))
             elif isinstance(outcome, Reject):
                 self._reject(outcome.record, known_rejections, out)
+                detail = f"{outcome.record['stage']}: {outcome.record['reason']}"
+                out.outcomes.append((raw["event_id"], "rejected", detail))
             else:
-                self._forward(outcome.record, raw, links, stored.get(raw["event_id"], []), out)
+                kind = self._forward(
+                    outcome.record, raw, links, stored.get(raw["event_id"], []), out
+                )
+                out.outcomes.append((raw["event_id"], "accepted", kind))
         return out
 
     def _reject(self, record: dict[str, Any], known: set[tuple[str, str, str]], out: Plan) -> None:
@@ -182,7 +220,8 @@ class Rules:
         links: Mapping[tuple[str, str], str],
         stored: Sequence[Mapping[str, Any]],
         out: Plan,
-    ) -> None:
+    ) -> str:
+        """Link and compare one forwarded record; return ``new``, ``identical`` or ``changed``."""
         s = self.summary
         product, anonymous = record["product"], record["anonymous_id"]
         key = identity_key(product, anonymous, record["person_id"], record["event_id"])
@@ -199,13 +238,14 @@ class Rules:
         if linked.store is not None:
             self._links[key] = linked.store
         diff = compare(record, stored)
+        if diff is not None and not diff:
+            s.identical += 1
+            return "identical"
+        out.clean.append((record, raw))
         if diff is None:
             s.new += 1
-        elif not diff:
-            s.identical += 1
-            return
-        else:
-            s.changed += 1
-            s.changed_columns.update(diff)
-            out.changed.setdefault(product, []).append(record["event_id"])
-        out.clean.append((record, raw))
+            return "new"
+        s.changed += 1
+        s.changed_columns.update(diff)
+        out.changed.setdefault(product, []).append(record["event_id"])
+        return "changed"

@@ -29,7 +29,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,7 +48,7 @@ from replay.report import Display, resume_hint, summary_table
 from replay.rules import Plan, Rules, Summary
 from replay.select import Range, Selection, ranges
 from sinks.store import Store
-from streams.codec import Undecodable, rejected, rejected_undecodable
+from streams.codec import Undecodable, mark_source, rejected, rejected_undecodable
 from streams.outbox import Outbox
 
 log = structlog.get_logger(__name__)
@@ -110,7 +110,7 @@ def _decode(codec: AvroCodec, msg: Message) -> dict[str, Any] | Undecodable:
     return record
 
 
-class _Writer:
+class Writer:
     """The outbox, fed from a plan the way the worker's agent feeds it."""
 
     def __init__(self, settings: Settings, codec: AvroCodec) -> None:
@@ -119,8 +119,9 @@ class _Writer:
         self.outbox = Outbox(self.publisher, codec, self.topics.rejected)
         self.loop = asyncio.new_event_loop()
 
-    def write(self, plan: Plan) -> int:
-        """Publish the plan; return once Kafka acknowledged it (or refused it for good)."""
+    def write(self, plan: Plan, notices: Sequence[tuple[str, dict[str, Any]]] = ()) -> int:
+        """Publish the plan (and ``notices``: (record name, record) for the rejected topic);
+        return, once Kafka acknowledged it all (or refused it for good), the rows written."""
         box, t = self.outbox, self.topics
         for key, link, raw in plan.links:
             err = box.add(t.identities, IDENTITY_LINK, key, link, raw)
@@ -135,6 +136,8 @@ class _Writer:
                 written += 1
         for rejection in plan.rejections:
             box.reject(rejection)
+        for name, notice in notices:
+            box.notice(name, notice)
         self.loop.run_until_complete(box.flush())
         return written
 
@@ -178,7 +181,7 @@ class _Replay:
         group = f"eventpipe-replay-{uuid.uuid4().hex[:12]}"  # librdkafka wants one; never joined
         self.consumer = Consumer(consumer_config(settings, group, **{"enable.partition.eof": True}))
         self.offsets = Offsets(settings.bootstrap)
-        self.writer: _Writer | None = None
+        self.writer: Writer | None = None
         self.superseded: dict[str, list[str]] = {}
 
     def close(self) -> None:
@@ -202,7 +205,7 @@ class _Replay:
         result = Result(Summary(), dry_run, todo)
         rules = Rules(self.store, self.settings.dedupe_window_seconds * 1000, result.summary)
         if not dry_run:
-            self.writer = _Writer(self.settings, self.codec)
+            self.writer = Writer(self.settings, self.codec)
         since_ms = self.store.now_ms()  # before the first write: older copies are superseded
         with _interruptible(self.stop), Display(self.console, todo, self.topics.raw) as display:
             self._read(todo, rules, display)
@@ -212,7 +215,9 @@ class _Replay:
             result.stopped = f"no record came for {IDLE_S:.0f} s before the end"
         s = result.summary
         if self.writer is not None and (s.written or s.rejections_new or s.links_new):
-            result.stored = self._wait_for_sink()
+            result.stored = wait_for_sink(
+                self.settings, self.offsets, self.options.wait_s, self.stop, self.console
+            )
             if result.stored:
                 s.superseded = self._delete_superseded(since_ms)
             elif self.superseded:
@@ -259,6 +264,7 @@ class _Replay:
                     else:
                         s.skipped += 1
                 elif sel.wants(ts_ms, value["product"]):
+                    mark_source(value, topic, partition, offset)  # for its rejections
                     raws.append(value)
                 else:
                     s.skipped += 1
@@ -279,31 +285,40 @@ class _Replay:
                 if r.done:
                     self.consumer.incremental_unassign([TopicPartition(topic, partition)])
 
-    def _wait_for_sink(self) -> bool:
-        """Wait until the sink's group committed the real end of every output partition."""
-        o, t = self.offsets, self.topics
-        tps = o.partitions([t.clean, t.rejected, t.identities])
-        ends, unknown = o.ends(tps)
-        deadline = time.monotonic() + self.options.wait_s
-        with self.console.status("waiting for the sink to store what was written"):
-            while not self.stop.is_set() and time.monotonic() < deadline:
-                if unknown:
-                    more, unknown = o.ends(sorted(unknown))
-                    ends.update(more)
-                committed = o.committed(self.settings.sink_group, ends)
-                if not unknown and all(committed.get(tp, 0) >= e for tp, e in ends.items()):
-                    return True
-                self.stop.wait(0.25)
-        return False
-
     def _delete_superseded(self, since_ms: int) -> int:
-        deleted = 0
-        for product, ids in self.superseded.items():
-            unique = sorted(set(ids))
-            for i in range(0, len(unique), SUPERSEDED_CHUNK):
-                chunk = unique[i : i + SUPERSEDED_CHUNK]
-                deleted += self.store.delete_superseded(product, chunk, since_ms)
-        return deleted
+        return delete_superseded(self.store, self.superseded, since_ms)
+
+
+def wait_for_sink(
+    settings: Settings, offsets: Offsets, wait_s: float, stop: threading.Event, console: Console
+) -> bool:
+    """Wait until the sink's group committed the real end (read, as the drain reads it) of
+    every partition of the topics it reads; False after ``wait_s`` or a stop."""
+    t = TopicNames.from_settings(settings)
+    tps = offsets.partitions([t.clean, t.rejected, t.identities])
+    ends, unknown = offsets.ends(tps)
+    deadline = time.monotonic() + wait_s
+    with console.status("waiting for the sink to store what was written"):
+        while not stop.is_set() and time.monotonic() < deadline:
+            if unknown:
+                more, unknown = offsets.ends(sorted(unknown))
+                ends.update(more)
+            committed = offsets.committed(settings.sink_group, ends)
+            if not unknown and all(committed.get(tp, 0) >= e for tp, e in ends.items()):
+                return True
+            stop.wait(0.25)
+    return False
+
+
+def delete_superseded(store: Store, changed: dict[str, list[str]], since_ms: int) -> int:
+    """``Store.delete_superseded`` for the changed events, in chunks."""
+    deleted = 0
+    for product, ids in changed.items():
+        unique = sorted(set(ids))
+        for i in range(0, len(unique), SUPERSEDED_CHUNK):
+            chunk = unique[i : i + SUPERSEDED_CHUNK]
+            deleted += store.delete_superseded(product, chunk, since_ms)
+    return deleted
 
 
 def _print(console: Console, result: Result, options: Options) -> None:

@@ -25,7 +25,13 @@ import clickhouse_connect
 import structlog
 from clickhouse_connect.driver.client import Client
 
-from eventpipe.codec import CLEAN_EVENT, IDENTITY_LINK, REJECTED_EVENT
+from eventpipe.codec import (
+    CLEAN_EVENT,
+    DEDUPE_NOTICE,
+    IDENTITY_LINK,
+    REDRIVE_OUTCOME,
+    REJECTED_EVENT,
+)
 from eventpipe.event import from_ms, to_ms
 from schemas import schema_files
 
@@ -199,7 +205,13 @@ class Table:
 EVENTS = Table.from_schema("events", CLEAN_EVENT)
 REJECTED = Table.from_schema("rejected_events", REJECTED_EVENT)
 IDENTITY_LINKS = Table.from_schema("identity_links", IDENTITY_LINK)
-TABLES_BY_RECORD = {t.record: t for t in (EVENTS, REJECTED, IDENTITY_LINKS)}
+DEDUPE_NOTICES = Table.from_schema("dedupe_notices", DEDUPE_NOTICE)
+REDRIVES = Table.from_schema("redrives", REDRIVE_OUTCOME)
+TABLES_BY_RECORD = {
+    t.record: t for t in (EVENTS, REJECTED, IDENTITY_LINKS, DEDUPE_NOTICES, REDRIVES)
+}
+"""Every record the sink stores, by name: a new record reaches its table by being listed here
+(dedupe notices and redrive outcomes travel on ``events.rejected`` with the rejections)."""
 
 
 class EventWriter:

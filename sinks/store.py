@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from clickhouse_connect.driver.client import Client
@@ -44,6 +45,77 @@ _SELECT_ROW = ", ".join(
 
 Link = tuple[str, str]
 """(product, anonymous id)."""
+
+
+@dataclass(frozen=True)
+class RejectedFilter:
+    """Which rejections ``eventpipe rejected`` lists and ``eventpipe redrive`` sends again."""
+
+    product: str | None = None
+    stage: str | None = None
+    reason: str | None = None
+    """A case-insensitive part of the reason."""
+    from_ms: int | None = None
+    to_ms: int | None = None
+    """By ``received_at``, [from, to)."""
+    event_ids: tuple[str, ...] = ()
+    pending: bool = False
+    """Only rejections no redrive resolved yet (accepted, or found a copy already stored)."""
+
+    def where(self) -> tuple[str, dict[str, Any]]:
+        parts, params = ["1"], {}
+        for name in ("product", "stage"):
+            if getattr(self, name) is not None:
+                parts.append(f"{name} = %({name})s")
+                params[name] = getattr(self, name)
+        if self.reason is not None:
+            parts.append("positionCaseInsensitiveUTF8(reason, %(reason)s) > 0")
+            params["reason"] = self.reason
+        if self.from_ms is not None:
+            parts.append("toUnixTimestamp64Milli(received_at) >= %(from_ms)s")
+            params["from_ms"] = self.from_ms
+        if self.to_ms is not None:
+            parts.append("toUnixTimestamp64Milli(received_at) < %(to_ms)s")
+            params["to_ms"] = self.to_ms
+        if self.event_ids:
+            parts.append("event_id IN %(event_ids)s")
+            params["event_ids"] = list(self.event_ids)
+        if self.pending:
+            parts.append("redrive_outcome NOT IN ('accepted', 'duplicate')")
+        return " AND ".join(parts), params
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> RejectedFilter:
+        values = dict(body)
+        values["event_ids"] = tuple(values.get("event_ids") or ())
+        return cls(**values)
+
+
+REJECTION_COLUMNS = (
+    "event_id",
+    "product",
+    "source",
+    "dialect",
+    "stage",
+    "field",
+    "reason",
+    "received_at",
+    "external_id",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+    "redrive_outcome",
+    "redrive_detail",
+    "payload",
+)
+_SELECT_REJECTION = (
+    "event_id, product, source, dialect, stage, field, reason, "
+    "toUnixTimestamp64Milli(received_at), external_id, source_topic, source_partition, "
+    "source_offset, redrive_outcome, redrive_detail, hex(payload)"
+)
 
 
 class Store(Protocol):
@@ -70,6 +142,14 @@ class Store(Protocol):
 
     def delete_events(self, product: str, ids: Sequence[str]) -> int:
         """Delete every copy of the events (and their trait rows); return how many there were."""
+        ...
+
+    def rejected_groups(self, f: RejectedFilter) -> list[dict[str, Any]]:
+        """Rejections by stage and reason: counts, events, how many were redriven, when."""
+        ...
+
+    def rejected_rows(self, f: RejectedFilter, limit: int) -> list[dict[str, Any]]:
+        """One row per rejection (event, stage, reason), oldest first, ``payload`` as bytes."""
         ...
 
 
@@ -169,3 +249,34 @@ class EventStore:
             self._client.command(f"DELETE FROM user_traits WHERE {where}", parameters=params)
             self._client.command(f"DELETE FROM events WHERE {where}", parameters=params)
         return int(found[0][0])
+
+    def rejected_groups(self, f: RejectedFilter) -> list[dict[str, Any]]:
+        where, params = f.where()
+        found = self._query(
+            "SELECT stage, reason, count() AS rejections, uniqExact(event_id) AS events, "
+            "uniqExactIf(event_id, redrive_outcome = 'accepted') AS redriven, "
+            "toUnixTimestamp64Milli(min(received_at)) AS first, "
+            "toUnixTimestamp64Milli(max(received_at)) AS last "
+            f"FROM rejected_events_status WHERE {where} "
+            "GROUP BY stage, reason ORDER BY rejections DESC, stage, reason LIMIT 500",
+            **params,
+        )
+        names = ("stage", "reason", "rejections", "events", "redriven", "first", "last")
+        return [dict(zip(names, r, strict=True)) for r in found]
+
+    def rejected_rows(self, f: RejectedFilter, limit: int) -> list[dict[str, Any]]:
+        where, params = f.where()
+        # A redelivered rejection is stored twice (a plain MergeTree): one row per rejection.
+        found = self._query(
+            f"SELECT {_SELECT_REJECTION} FROM rejected_events_status WHERE {where} "
+            "ORDER BY received_at, event_id LIMIT 1 BY event_id, stage, reason "
+            "LIMIT %(limit)s",
+            limit=limit,
+            **params,
+        )
+        out = []
+        for values in found:
+            row = dict(zip(REJECTION_COLUMNS, values, strict=True))
+            row["payload"] = bytes.fromhex(row["payload"])
+            out.append(row)
+        return out

@@ -137,7 +137,7 @@ def test_rows_missing_from_clickhouse_are_written_although_their_keys_are_known(
     retry = _send(ws, events[:2])  # client retries: dropped live as duplicates
     assert retry == ids[:2]
     stack.wait_for(
-        f"SELECT 1 FROM rejected_events WHERE product = '{ws.product}' AND stage = 'dedupe'",
+        f"SELECT 1 FROM dedupe_notices WHERE product = '{ws.product}'",
         lambda rs: len(rs) == 2,
     )
     assert replayer.store.delete_events(ws.product, ids[:3]) == 3

@@ -12,7 +12,7 @@ import pytest
 
 from eventpipe.ids import event_id_for
 from replay.report import resume_hint
-from replay.rules import Rules, compare
+from replay.rules import Rules, compare, rekeyed
 from replay.select import Range, Selection, SelectionError, parse_resume, parse_time
 from sinks.store import ROW_COLUMNS
 from streams.agents import Forward, process
@@ -204,3 +204,37 @@ def test_the_resume_hint_lists_what_is_left() -> None:
     assert resume_hint(ranges) == "1:7,2:0"
     assert parse_resume("1:7,2:0") == {1: 7, 2: 0}
     assert resume_hint([Range(0, 0, 0)]) is None
+
+
+def test_each_record_gets_its_outcome_in_order() -> None:
+    store = FakeStore()
+    stored = raw({"event": "page_viewed", "user_id": "u1"}, external_id="s1")
+    store.stored[stored["event_id"]] = [stored_row(stored)]
+    retry = {**stored, "received_at": T0_MS + 1}
+    bad = raw({"event": "Not A Name", "user_id": "u1"})
+    fresh = raw({"event": "page_viewed", "user_id": "u2"})
+    plan = Rules(store, WINDOW).plan([stored, retry, bad, fresh])
+    assert [(e, o) for e, o, _ in plan.outcomes] == [
+        (stored["event_id"], "accepted"),
+        (stored["event_id"], "duplicate"),
+        (bad["event_id"], "rejected"),
+        (fresh["event_id"], "accepted"),
+    ]
+    assert [d for _, o, d in plan.outcomes if o == "accepted"] == ["identical", "new"]
+
+
+def test_a_segment_message_the_edge_could_not_parse_gets_the_id_it_would_get_today() -> None:
+    envelope = {"message": {"type": "track", "event": "Signed Up", "messageId": "m1"}}
+    refused = {
+        **raw({}),
+        "dialect": "segment",
+        "payload": orjson.dumps(envelope),
+        "event_id": "evt_random",
+    }
+    assert rekeyed(refused) is refused, "still refused today: kept as it was"
+    envelope["message"]["userId"] = "u1"
+    fixed = rekeyed({**refused, "payload": orjson.dumps(envelope)})
+    assert fixed["external_id"] == "m1"
+    assert fixed["event_id"] == event_id_for("shop", "api", "m1")
+    keyed = raw({"event": "page_viewed", "user_id": "u1"}, external_id="k")
+    assert rekeyed(keyed) is keyed
