@@ -268,6 +268,28 @@ def redrive(
         raise typer.Exit(1)
 
 
+@app.command()
+def trace(
+    ident: Annotated[str, typer.Argument(metavar="ID", help="an event id (evt_…)")],
+    product: ProductOpt = None,
+    external: Annotated[bool, typer.Option("--external-id", help="ID is an external id")] = False,
+    key: Annotated[bool, typer.Option("--idempotency-key", help="ID is a key")] = False,
+    data_dir: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Where is my event: accepted, stored (name, person), rejected (stage, reason), dropped as
+    a duplicate; nothing found is never accepted, or still in flight."""
+    from launch.reach import pipeline_store
+    from launch.trace import find, show
+
+    s = _settings(data_dir=data_dir)
+    with pipeline_store(s) as store:
+        found = find(store, ident, product=product, external=external, idempotency_key=key)
+    if not found:
+        typer.echo(f"{ident}: not found (never accepted, or still in flight)", err=True)
+        raise typer.Exit(1)
+    show(Console(width=max(Console().width, 120)), found)
+
+
 def _run_query(s: Settings, sql: str) -> tuple[list[str], list[list[Any]]]:
     from launch.dev import DevState
 

@@ -85,6 +85,22 @@ class DevStore:
             row["payload"] = base64.b64decode(row["payload"])
         return rows
 
+    def journeys(
+        self,
+        product: str | None,
+        event_ids: Sequence[str] = (),
+        external_ids: Sequence[str] = (),
+        external_prefix: str | None = None,
+    ) -> list[dict[str, Any]]:
+        body = {
+            "product": product,
+            "event_ids": list(event_ids),
+            "external_ids": list(external_ids),
+            "external_prefix": external_prefix,
+        }
+        found: list[dict[str, Any]] = self._call("journeys", body)["journeys"]
+        return found
+
     def close(self) -> None:
         self._http.close()
 

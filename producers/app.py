@@ -32,6 +32,7 @@ from producers import named, openapi, segment, v1, v2
 from producers.auth import KeyStore, RateLimiter, new_key
 from producers.catalog import catalog_routes
 from producers.ingest import Ingest, error_response, json_response
+from producers.journey_routes import journey_routes
 from producers.store_routes import store_routes
 from sinks.store import EventStore
 
@@ -175,5 +176,6 @@ def create_app(
             Route("/admin/query", _guard(admin_query), methods=["POST"]),
         ]
     if store is not None:  # replay's reads and its one delete, where this process owns chDB
+        routes += journey_routes(store, keys, _guard)
         routes += store_routes(settings.admin_token, store, _guard)
     return Starlette(routes=routes)

@@ -76,6 +76,15 @@ def _call(store: EventStore, call: str, body: dict[str, Any]) -> Any:
         for row in rows:  # JSON has no bytes
             row["payload"] = base64.b64encode(row["payload"]).decode()
         return {"rows": rows}
+    if call == "journeys":
+        product, prefix = body.get("product"), body.get("external_prefix")
+        if product is not None and not isinstance(product, str):
+            raise InvalidEvent("'product' must be a string", field="product")
+        if prefix is not None and not isinstance(prefix, str):
+            raise InvalidEvent("'external_prefix' must be a string", field="external_prefix")
+        ids = _strings(body.get("event_ids", []), "event_ids")
+        external = _strings(body.get("external_ids", []), "external_ids")
+        return {"journeys": store.journeys(product, ids, external, prefix)}
     raise InvalidEvent(f"unknown call {call!r}", field="call")
 
 

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 from clickhouse_connect.driver.client import Client
 
 from sinks.clickhouse import EVENTS
+from sinks.journey import journeys
 
 ROW_COLUMNS = tuple(c for c in EVENTS.columns)
 """A stored row as a clean record: the CleanEvent fields, timestamps as epoch milliseconds."""
@@ -152,6 +153,16 @@ class Store(Protocol):
         """One row per rejection (event, stage, reason), oldest first, ``payload`` as bytes."""
         ...
 
+    def journeys(
+        self,
+        product: str | None,
+        event_ids: Sequence[str] = (),
+        external_ids: Sequence[str] = (),
+        external_prefix: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Where each event is (``sinks.journey``)."""
+        ...
+
 
 class EventStore:
     """:class:`Store` on a ClickHouse client (its own: chDB keeps settings per session).
@@ -163,20 +174,20 @@ class EventStore:
         self._client = client
         self._lock = threading.Lock()
 
-    def _query(self, sql: str, **parameters: Any) -> list[tuple[Any, ...]]:
+    def query(self, sql: str, **parameters: Any) -> list[tuple[Any, ...]]:
         with self._lock:
             return [tuple(r) for r in self._client.query(sql, parameters=parameters).result_rows]
 
     def now_ms(self) -> int:
         """ClickHouse's clock, which stamps ``inserted_at`` (the replay's own may differ)."""
-        return int(self._query("SELECT toUnixTimestamp64Milli(now64(3))")[0][0])
+        return int(self.query("SELECT toUnixTimestamp64Milli(now64(3))")[0][0])
 
     def rows(self, ids: Mapping[str, Sequence[str]]) -> dict[str, list[dict[str, Any]]]:
         out: dict[str, list[dict[str, Any]]] = {}
         for product, event_ids in ids.items():
             if not event_ids:
                 continue
-            found = self._query(
+            found = self.query(
                 f"SELECT {_SELECT_ROW} FROM events FINAL "
                 "WHERE product = %(product)s AND event_id IN %(ids)s",
                 product=product,
@@ -191,7 +202,7 @@ class EventStore:
         wanted = sorted(set(keys))
         if not wanted:
             return {}
-        found = self._query(
+        found = self.query(
             "SELECT product, anonymous_id, argMin(user_id, linked_at) FROM identity_links "
             "WHERE status = 'linked' AND (product, anonymous_id) IN %(keys)s "
             "GROUP BY product, anonymous_id",
@@ -203,7 +214,7 @@ class EventStore:
         out: set[tuple[str, str, str]] = set()
         for product, event_ids in ids.items():
             if event_ids:
-                found = self._query(
+                found = self.query(
                     "SELECT DISTINCT event_id, stage, reason FROM rejected_events "
                     "WHERE product = %(product)s AND event_id IN %(ids)s",
                     product=product,
@@ -252,7 +263,7 @@ class EventStore:
 
     def rejected_groups(self, f: RejectedFilter) -> list[dict[str, Any]]:
         where, params = f.where()
-        found = self._query(
+        found = self.query(
             "SELECT stage, reason, count() AS rejections, uniqExact(event_id) AS events, "
             "uniqExactIf(event_id, redrive_outcome = 'accepted') AS redriven, "
             "toUnixTimestamp64Milli(min(received_at)) AS first, "
@@ -267,7 +278,7 @@ class EventStore:
     def rejected_rows(self, f: RejectedFilter, limit: int) -> list[dict[str, Any]]:
         where, params = f.where()
         # A redelivered rejection is stored twice (a plain MergeTree): one row per rejection.
-        found = self._query(
+        found = self.query(
             f"SELECT {_SELECT_REJECTION} FROM rejected_events_status WHERE {where} "
             "ORDER BY received_at, event_id LIMIT 1 BY event_id, stage, reason "
             "LIMIT %(limit)s",
@@ -280,3 +291,18 @@ class EventStore:
             row["payload"] = bytes.fromhex(row["payload"])
             out.append(row)
         return out
+
+    def journeys(
+        self,
+        product: str | None,
+        event_ids: Sequence[str] = (),
+        external_ids: Sequence[str] = (),
+        external_prefix: str | None = None,
+    ) -> list[dict[str, Any]]:
+        return journeys(
+            self.query,
+            product,
+            event_ids=event_ids,
+            external_ids=external_ids,
+            external_prefix=external_prefix,
+        )
