@@ -7,6 +7,7 @@ COPY producers producers
 COPY streams streams
 COPY sinks sinks
 COPY launch launch
+COPY replay replay
 COPY schemas schemas
 RUN pip install --no-cache-dir .
 USER nobody

@@ -19,12 +19,12 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from bench import agents, e2e, edge, report, sink, state
+from bench import agents, e2e, edge, replay, report, sink, state
 from bench.report import StageResult
 from eventpipe.logs import configure
 
-STAGES = ("edge", "agents", "sink", "e2e", "state")
-DEFAULT_STAGES = ("edge", "agents", "sink", "e2e")
+STAGES = ("edge", "agents", "sink", "e2e", "replay", "state")
+DEFAULT_STAGES = ("edge", "agents", "sink", "e2e", "replay")
 """``state`` (a restarted worker with 100k and 1M live dedupe keys, several minutes) runs only
 when asked for with ``--only state``."""
 ROUNDED = ("edge", "agents", "sink")
@@ -91,6 +91,8 @@ def run(
                 return sink.run(workdir, plan.sink_events, say)[0]
             if name == "state":
                 return state.run(workdir, quick, say)[0]
+            if name == "replay":
+                return replay.run(workdir, plan.agent_events, say)[0]
             e2e_concurrency = min(plan.concurrency, 4)
             return e2e.run(workdir, plan.e2e_events, plan.e2e_seconds, e2e_concurrency, say)[0]
 

@@ -162,6 +162,12 @@ class Settings(BaseSettings):
     for this long is put out of its group. The sink polls (its partitions paused) while it
     waits for ClickHouse, so an outage does not reach it; tests shorten it to prove that."""
 
+    # --- replay -------------------------------------------------------------------------------
+    replay_confirm_above: int = Field(default=10_000, ge=0)
+    """A replay that selects more raw records than this is a dry run unless ``--execute`` is
+    given (``--dry-run`` always is one). The count is an upper bound from offsets: on the
+    embedded broker a time range counts from the partition's start (``replay/select.py``)."""
+
     # --- dev ------------------------------------------------------------------------------------
     drain_timeout_seconds: float = 120.0
     """How long a stopping ``eventpipe dev`` on the embedded broker waits for the worker and the

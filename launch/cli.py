@@ -121,6 +121,181 @@ def query(
     console.print(table)
 
 
+@app.command()
+def replay(
+    from_: Annotated[
+        str | None, typer.Option("--from", help="ISO 8601 (UTC unless zoned) or -2h, -30m, -7d")
+    ] = None,
+    to: Annotated[str | None, typer.Option("--to", help="end, exclusive (same forms)")] = None,
+    partition: Annotated[int | None, typer.Option(help="one partition of events.raw")] = None,
+    from_offset: Annotated[int | None, typer.Option(help="first offset (with --partition)")] = None,
+    to_offset: Annotated[int | None, typer.Option(help="last offset, inclusive")] = None,
+    product: Annotated[str | None, typer.Option(help="only this workspace's events")] = None,
+    dry_run: Annotated[
+        bool | None,
+        typer.Option(
+            "--dry-run/--execute",
+            help="print what would change / write it (default: write up to "
+            "EVENTPIPE_REPLAY_CONFIRM_ABOVE records, a dry run above)",
+        ),
+    ] = None,
+    resume: Annotated[
+        str | None, typer.Option(help="PARTITION:OFFSET,... printed by an interrupted replay")
+    ] = None,
+    wait: Annotated[float, typer.Option(help="seconds to wait for the sink at the end")] = 120.0,
+    data_dir: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Run a range of events.raw through today's rules again; write what changed.
+
+    Reads with its own consumer (assigned, nothing committed) and writes through the topics the
+    running sink reads, so it works beside live traffic and leaves one row per event id.
+    """
+    from launch.reach import NotReachable
+    from replay.command import run_command, selection
+    from replay.select import SelectionError
+
+    s = _settings(data_dir=data_dir)
+    try:
+        sel = selection(
+            from_=from_,
+            to=to,
+            partition=partition,
+            from_offset=from_offset,
+            to_offset=to_offset,
+            product=product,
+            resume=resume,
+        )
+        result = run_command(s, sel, dry_run=dry_run, wait_s=wait)
+    except SelectionError as exc:
+        raise typer.BadParameter(str(exc), param_hint=exc.option) from None
+    except NotReachable as exc:
+        typer.echo(f"eventpipe replay: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if result.stopped is not None or result.stored is False:
+        raise typer.Exit(1)
+
+
+def _rejected_filter(**kw: Any) -> Any:
+    from datetime import UTC, datetime
+
+    from replay.select import parse_time
+    from sinks.store import RejectedFilter
+
+    now = datetime.now(UTC)
+    from_, to = kw.pop("from_"), kw.pop("to")
+    return RejectedFilter(
+        from_ms=parse_time(from_, now, "--from") if from_ else None,
+        to_ms=parse_time(to, now, "--to") if to else None,
+        **kw,
+    )
+
+
+FromOpt = Annotated[str | None, typer.Option("--from", help="received at or after (as replay)")]
+ToOpt = Annotated[str | None, typer.Option("--to", help="received before")]
+ProductOpt = Annotated[str | None, typer.Option(help="one workspace")]
+StageOpt = Annotated[str | None, typer.Option(help="normalize, identity, publish, decode, sink")]
+ReasonOpt = Annotated[str | None, typer.Option(help="a part of the reason (any case)")]
+
+
+@app.command()
+def rejected(
+    product: ProductOpt = None,
+    stage: StageOpt = None,
+    reason: ReasonOpt = None,
+    from_: FromOpt = None,
+    to: ToOpt = None,
+    events: Annotated[bool, typer.Option("--events", help="one line per rejection")] = False,
+    limit: Annotated[int, typer.Option(help="lines at most, with --events")] = 100,
+    data_dir: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """List rejected events (the ones needing attention), grouped by stage and reason."""
+    from launch.reach import pipeline_store
+    from replay.rejected import listing
+    from replay.select import SelectionError
+
+    s = _settings(data_dir=data_dir)
+    try:
+        f = _rejected_filter(product=product, stage=stage, reason=reason, from_=from_, to=to)
+    except SelectionError as exc:
+        raise typer.BadParameter(str(exc), param_hint=exc.option) from None
+    with pipeline_store(s) as store:
+        table = listing(store, f, one_per_line=events, limit=limit)
+    Console(width=max(Console().width, 160)).print(table)
+
+
+@app.command()
+def redrive(
+    product: ProductOpt = None,
+    stage: StageOpt = None,
+    reason: ReasonOpt = None,
+    from_: FromOpt = None,
+    to: ToOpt = None,
+    event_id: Annotated[list[str] | None, typer.Option(help="these events (repeatable)")] = None,
+    again: Annotated[bool, typer.Option(help="also those a redrive already accepted")] = False,
+    limit: Annotated[int, typer.Option(help="rejections at most")] = 100_000,
+    dry_run: Annotated[
+        bool | None,
+        typer.Option("--dry-run/--execute", help="as replay's (default: by count)"),
+    ] = None,
+    wait: Annotated[float, typer.Option(help="seconds to wait for the sink at the end")] = 120.0,
+    data_dir: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Send chosen rejected events through today's rules again; record each outcome."""
+    from launch.reach import NotReachable, pipeline
+    from replay.redrive import outcome_table, redrive
+    from replay.select import SelectionError
+
+    s = _settings(data_dir=data_dir)
+    try:
+        f = _rejected_filter(
+            product=product,
+            stage=stage,
+            reason=reason,
+            from_=from_,
+            to=to,
+            event_ids=tuple(event_id or ()),
+            pending=not again,
+        )
+        s, store = pipeline(s)
+    except SelectionError as exc:
+        raise typer.BadParameter(str(exc), param_hint=exc.option) from None
+    except NotReachable as exc:
+        typer.echo(f"eventpipe redrive: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        result = redrive(s, store, f, dry_run=dry_run, limit=limit, wait_s=wait)
+    finally:
+        close = getattr(store, "close", None)
+        if close is not None:
+            close()
+    Console(width=max(Console().width, 160)).print(outcome_table(result))
+    if result.stored is False:
+        typer.echo("the sink has not stored everything written yet (is it running?)", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def trace(
+    ident: Annotated[str, typer.Argument(metavar="ID", help="an event id (evt_…)")],
+    product: ProductOpt = None,
+    external: Annotated[bool, typer.Option("--external-id", help="ID is an external id")] = False,
+    key: Annotated[bool, typer.Option("--idempotency-key", help="ID is a key")] = False,
+    data_dir: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Where is my event: accepted, stored (name, person), rejected (stage, reason), dropped as
+    a duplicate; nothing found is never accepted, or still in flight."""
+    from launch.reach import pipeline_store
+    from launch.trace import find, show
+
+    s = _settings(data_dir=data_dir)
+    with pipeline_store(s) as store:
+        found = find(store, ident, product=product, external=external, idempotency_key=key)
+    if not found:
+        typer.echo(f"{ident}: not found (never accepted, or still in flight)", err=True)
+        raise typer.Exit(1)
+    show(Console(width=max(Console().width, 120)), found)
+
+
 def _run_query(s: Settings, sql: str) -> tuple[list[str], list[list[Any]]]:
     from launch.dev import DevState
 

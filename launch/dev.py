@@ -53,6 +53,7 @@ from producers.auth import new_key
 from producers.query import ReadOnlyQuery
 from producers.server import Shutdown, serve
 from sinks.clickhouse import connect, migrate, redact
+from sinks.store import EventStore
 
 log = structlog.get_logger(__name__)
 
@@ -203,8 +204,12 @@ def run_dev(settings: Settings) -> None:
 
         # The catalog writes curated entries: its own client, a writer, on the directory we own.
         catalog = Catalog.from_settings(connect(settings.clickhouse_dsn, ca=ca), settings)
+        store = EventStore(connect(settings.clickhouse_dsn, ca=ca))  # replay's: /admin/store
         edge = build_edge(
-            settings, admin=lambda keys: admin_routes(settings, keys, query), catalog=catalog
+            settings,
+            admin=lambda keys: admin_routes(settings, keys, query),
+            catalog=catalog,
+            store=store,
         )
         stack.callback(edge.close)
         edge.keys.add(api_key, DEV_PRODUCT, "api")

@@ -26,6 +26,7 @@ from producers.auth import KeyStore
 from sinks.clickhouse import connect, migrate
 from sinks.metrics import SinkMetrics
 from sinks.sink import Sink
+from sinks.store import EventStore
 
 
 @dataclass
@@ -46,6 +47,7 @@ def build_edge(
     codec: AvroCodec | None = None,
     admin: Sequence[BaseRoute] | Callable[[KeyStore], Sequence[BaseRoute]] = (),
     catalog: Catalog | None = None,
+    store: EventStore | None = None,
 ) -> Edge:
     """The HTTP edge with its own publisher and the keys of ``EVENTPIPE_API_KEYS``.
 
@@ -55,7 +57,9 @@ def build_edge(
     publisher = publisher_for(settings)
     keys = KeyStore(settings.api_keys, settings.rate_limit_per_minute)
     routes = admin(keys) if callable(admin) else admin
-    app = create_app(settings, publisher, keys, codec=codec, admin=routes, catalog=catalog)
+    app = create_app(
+        settings, publisher, keys, codec=codec, admin=routes, catalog=catalog, store=store
+    )
     return Edge(app, publisher, keys)
 
 

@@ -28,6 +28,9 @@ from producers import named, openapi, segment, v1, v2
 from producers.auth import KeyStore, RateLimiter
 from producers.catalog import catalog_routes
 from producers.ingest import Ingest, error_response, json_response
+from producers.journey_routes import journey_routes
+from producers.store_routes import store_routes
+from sinks.store import EventStore
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +61,7 @@ def create_app(
     codec: AvroCodec | None = None,
     catalog: Catalog | None = None,
     admin: Sequence[BaseRoute] = (),
+    store: EventStore | None = None,
 ) -> Starlette:
     topics = TopicNames.from_settings(settings)
     ingest = Ingest(
@@ -111,4 +115,7 @@ def create_app(
     ]
     if catalog is not None:
         routes += catalog_routes(catalog, keys, guard)
+    if store is not None:  # replay's reads and its one delete, where this process owns chDB
+        routes += journey_routes(store, keys, guard)
+        routes += store_routes(settings.admin_token, store, guard)
     return Starlette(routes=routes)

@@ -36,11 +36,15 @@ from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception, s
 
 from eventpipe.codec import CLEAN_EVENT, AvroCodec
 from eventpipe.retry import backoff, clickhouse_error_text, clickhouse_retryable
-from sinks.clickhouse import EVENTS, IDENTITY_LINKS, REJECTED, EventWriter, Table
+from sinks.clickhouse import EVENTS, REJECTED, TABLES_BY_RECORD, EventWriter, Table
 from sinks.metrics import SinkMetrics
 from sinks.rows import Entry, coordinates, decode_row, rejection_row
 
 log = structlog.get_logger(__name__)
+
+ROW_TABLES = [t for t in TABLES_BY_RECORD.values() if t is not REJECTED]
+"""Every table a message's row goes to, ``rejected_events`` aside: it comes last, with the rows
+the others refused."""
 
 
 @dataclass
@@ -77,7 +81,7 @@ class BatchInserter:
         try:
             self._insert_encoded_events(batch, ranges, stop)
             refused: list[Entry] = []
-            for table in (EVENTS, IDENTITY_LINKS):
+            for table in ROW_TABLES:
                 rows = [e for b in batch.values() for e in b.rows.get(table.name, ())]
                 for (msg, _), reason in self._insert_isolating(table, rows, ranges, stop):
                     refused.append((msg, rejection_row(msg, reason)))

@@ -26,7 +26,13 @@ import structlog
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
-from eventpipe.codec import CLEAN_EVENT, IDENTITY_LINK, REJECTED_EVENT
+from eventpipe.codec import (
+    CLEAN_EVENT,
+    DEDUPE_NOTICE,
+    IDENTITY_LINK,
+    REDRIVE_OUTCOME,
+    REJECTED_EVENT,
+)
 from eventpipe.errors import StartError
 from eventpipe.event import from_ms, to_ms
 from schemas import schema_files
@@ -275,7 +281,13 @@ class Table:
 EVENTS = Table.from_schema("events", CLEAN_EVENT)
 REJECTED = Table.from_schema("rejected_events", REJECTED_EVENT)
 IDENTITY_LINKS = Table.from_schema("identity_links", IDENTITY_LINK)
-TABLES_BY_RECORD = {t.record: t for t in (EVENTS, REJECTED, IDENTITY_LINKS)}
+DEDUPE_NOTICES = Table.from_schema("dedupe_notices", DEDUPE_NOTICE)
+REDRIVES = Table.from_schema("redrives", REDRIVE_OUTCOME)
+TABLES_BY_RECORD = {
+    t.record: t for t in (EVENTS, REJECTED, IDENTITY_LINKS, DEDUPE_NOTICES, REDRIVES)
+}
+"""Every record the sink stores, by name: a new record reaches its table by being listed here
+(dedupe notices and redrive outcomes travel on ``events.rejected`` with the rejections)."""
 
 
 INSERT_SETTINGS = {"throw_on_max_partitions_per_insert_block": 0}

@@ -7,7 +7,8 @@ Per raw record, in this order:
    anything that fails (bad bytes, an invalid event, an unexpected error) becomes a
    ``RejectedEvent``: the agent never crashes on a record and never drops one silently;
 2. if it carries an external id, ask the dedupe table (``streams.dedupe.decide``); a duplicate
-   is reported on ``events.rejected`` (stage ``dedupe``) and goes no further;
+   goes no further, reported on ``events.rejected`` as a ``DedupeNotice`` (its own table: a
+   dropped retry needs no attention, a rejection does);
 3. link identities (``eventpipe.identity.resolve``) against the identity table, publish a link
    (or a conflict) to ``identities``, and the ``CleanEvent`` with its ``person_id`` to
    ``events.clean``;
@@ -50,11 +51,11 @@ from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge
 
 from eventpipe import dialects
-from eventpipe.codec import CLEAN_EVENT, IDENTITY_LINK
+from eventpipe.codec import CLEAN_EVENT, DEDUPE_NOTICE, IDENTITY_LINK
 from eventpipe.errors import InvalidEvent
 from eventpipe.event import clean_record, to_ms
 from eventpipe.identity import identity_key, resolve
-from streams.codec import Undecodable, rejected
+from streams.codec import Undecodable, dedupe_notice, mark_source, rejected
 from streams.dedupe import Decision, decide, table_key
 from streams.dedupe_table import DedupeTable
 from streams.outbox import Outbox, batches
@@ -89,8 +90,8 @@ class Reject:
 
 @dataclass(frozen=True, slots=True)
 class Drop:
-    """A duplicate: not forwarded, but reported on ``events.rejected`` (stage ``dedupe``), so
-    dedupe counts are queryable and a test can tell a retry has been processed."""
+    """A duplicate: not forwarded, but reported on ``events.rejected`` as a ``DedupeNotice``,
+    so dedupe counts are queryable and a test can tell a retry has been processed."""
 
     product: str
     key: bytes
@@ -112,12 +113,10 @@ def process(raw: Mapping[str, Any], seen: Callable[[bytes], int | None], window_
     external_id = raw["external_id"]
     if external_id is not None:
         key = table_key(raw["product"], raw["source"], external_id)
-        decision = decide(seen(key), received_ms, window_ms)
-        if decision is Decision.DUPLICATE:
-            notice = rejected(
-                raw, "dedupe", "duplicate of an event accepted earlier", "external_id"
-            )
-            return Drop(raw["product"], key, notice)
+        first_ms = seen(key)
+        decision = decide(first_ms, received_ms, window_ms)
+        if decision is Decision.DUPLICATE and first_ms is not None:
+            return Drop(raw["product"], key, dedupe_notice(raw, first_ms))
         if decision is Decision.FIRST:
             mark = (key, received_ms)
     return Forward(clean_record(raw, parsed, person_id=parsed.actor_id), mark)
@@ -172,10 +171,12 @@ class EventAgent:
                 self.outbox.reject_undecodable(event, value)
                 counts["rejected"] += 1
                 continue
+            msg = event.message
+            mark_source(value, msg.topic, msg.partition, msg.offset)  # for its rejections
             self.seen.expiry.observe(event.message.partition, to_ms(value["received_at"]))
             out = _safe_process(value, seen, self.window_ms)
             if isinstance(out, Drop):
-                self.outbox.reject(out.notice)
+                self.outbox.notice(DEDUPE_NOTICE, out.notice)
                 DEDUPE_DROPPED.labels(out.product).inc()
                 counts["duplicate"] += 1
                 continue

@@ -17,6 +17,7 @@ from faust.serializers import codecs
 
 from eventpipe.codec import (
     CLEAN_EVENT,
+    DEDUPE_NOTICE,
     IDENTITY_LINK,
     RAW_EVENT,
     REJECTED_EVENT,
@@ -31,6 +32,7 @@ CODEC_NAMES: dict[str, str] = {
     CLEAN_EVENT: "eventpipe-clean",
     REJECTED_EVENT: "eventpipe-rejected",
     IDENTITY_LINK: "eventpipe-identity",
+    DEDUPE_NOTICE: "eventpipe-dedupe-notice",
 }
 
 
@@ -41,11 +43,29 @@ class Undecodable(NamedTuple):
     reason: str
 
 
+SOURCE_FIELDS = ("source_topic", "source_partition", "source_offset")
+"""Where a raw record was read: the agent (and a replay) set these on the decoded raw record,
+so every rejection and notice made of it says where to find it again."""
+
+
+def mark_source(raw: dict[str, Any], topic: str, partition: int, offset: int) -> None:
+    raw["source_topic"], raw["source_partition"], raw["source_offset"] = topic, partition, offset
+
+
+def _source(raw: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "source_topic": raw.get("source_topic", ""),
+        "source_partition": raw.get("source_partition", -1),
+        "source_offset": raw.get("source_offset", -1),
+    }
+
+
 def rejected(
     raw: Mapping[str, Any], stage: str, reason: str, field: str | None = None
 ) -> dict[str, Any]:
     """The ``RejectedEvent`` for a decoded raw record (the agent's, and the outbox's for an
-    output Kafka refused)."""
+    output Kafka refused). It keeps what a redrive needs to send the event again: the payload,
+    its dialect, product, source, external id and receive time (``replay.redrive``)."""
     return {
         "event_id": raw["event_id"],
         "product": raw["product"],
@@ -56,6 +76,23 @@ def rejected(
         "reason": reason,
         "received_at": to_ms(raw["received_at"]),
         "payload": raw["payload"],
+        "external_id": raw.get("external_id"),
+        **_source(raw),
+    }
+
+
+def dedupe_notice(raw: Mapping[str, Any], first_received_ms: int) -> dict[str, Any]:
+    """The ``DedupeNotice`` for a keyed raw record dropped as a copy of the one accepted at
+    ``first_received_ms`` (whose event id it shares)."""
+    return {
+        "event_id": raw["event_id"],
+        "product": raw["product"],
+        "source": raw["source"],
+        "dialect": raw["dialect"],
+        "external_id": raw["external_id"],
+        "received_at": to_ms(raw["received_at"]),
+        "first_received_at": first_received_ms,
+        **_source(raw),
     }
 
 
@@ -76,6 +113,10 @@ def rejected_undecodable(
         "reason": value.reason,
         "received_at": timestamp_ms,
         "payload": value.data,
+        "external_id": None,
+        "source_topic": topic,
+        "source_partition": partition,
+        "source_offset": offset,
     }
 
 

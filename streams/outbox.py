@@ -177,6 +177,13 @@ class Outbox:
             log.error("rejection cannot be encoded", event_id=record["event_id"], error=err)
             self.add(self._rejected_to, REJECTED_EVENT, key, _bare(record, err))
 
+    def notice(self, record_name: str, record: dict[str, Any]) -> None:
+        """Queue a notice (a ``DedupeNotice``: not a rejection, nothing needs attention) for the
+        rejected topic, which the sink stores in the notice's own table by its record name."""
+        err = self.add(self._rejected_to, record_name, record["event_id"].encode(), record)
+        if err is not None:
+            log.error("notice cannot be encoded", event_id=record["event_id"], error=err)
+
     def reject_undecodable(self, event: EventT[Any], value: Undecodable) -> None:
         """Queue the rejection of a source record that did not decode (its ``value``)."""
         msg = event.message

@@ -83,7 +83,7 @@ def test_a_retried_batch_lands_once(stack: Stack, ws: Workspace) -> None:
     for _ in range(2):
         assert _post(ws, "/v1/batch", batch).status_code == 200
     stack.wait_for(
-        f"SELECT 1 FROM rejected_events WHERE product = '{p}' AND stage = 'dedupe'",
+        f"SELECT 1 FROM dedupe_notices WHERE product = '{p}'",
         lambda rs: len(rs) == 3,
     )
     rows = stack.query(f"SELECT external_id FROM events FINAL WHERE product = '{p}'")

@@ -17,7 +17,7 @@ def test_idempotency_key_returns_the_same_id_and_one_row(stack: Stack, ws: Works
     assert first.status_code == again.status_code == other.status_code == 202
     assert first.json()["event_id"] == again.json()["event_id"] != other.json()["event_id"]
     stack.wait_for(
-        f"SELECT 1 FROM rejected_events WHERE product = '{ws.product}' AND stage = 'dedupe'",
+        f"SELECT 1 FROM dedupe_notices WHERE product = '{ws.product}'",
         lambda rs: len(rs) == 1,
     )
     rows = stack.wait_for(

@@ -107,10 +107,10 @@ def test_batch_sent_twice_leaves_exactly_two_rows(stack: Stack, ws: Workspace) -
     assert first.status_code == second.status_code == 202
     ids = [d["uuid"] for d in first.json()["data"]]
     assert ids == [d["uuid"] for d in second.json()["data"]], "a retry must get the same ids"
-    # The agents report each dropped retry on events.rejected (stage 'dedupe'): once both are
+    # The agents report each dropped retry as a DedupeNotice (dedupe_notices): once both are
     # there, the retries have been processed, so the row count below is final.
     stack.wait_for(
-        f"SELECT event_id FROM rejected_events WHERE product = '{ws.product}' AND stage = 'dedupe'",
+        f"SELECT event_id FROM dedupe_notices WHERE product = '{ws.product}'",
         lambda rs: len(rs) == 2,
     )
     rows = stack.wait_for(
@@ -127,7 +127,7 @@ def test_retry_with_same_external_id_keeps_the_first_event(stack: Stack, ws: Wor
     assert a.status_code == b.status_code == 202
     assert a.json()["data"]["uuid"] == b.json()["data"]["uuid"]
     stack.wait_for(
-        f"SELECT 1 FROM rejected_events WHERE product = '{ws.product}' AND stage = 'dedupe'",
+        f"SELECT 1 FROM dedupe_notices WHERE product = '{ws.product}'",
         lambda rs: len(rs) == 1,
     )
     rows = stack.wait_for(

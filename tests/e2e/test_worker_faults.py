@@ -64,7 +64,7 @@ def test_worker_killed_mid_stream_loses_nothing_and_still_dedupes(
     assert_landed_once(stack, ws.product, [first.json()["data"]["uuid"], *accepted], unknown)
     # The retry was dropped by the recovered dedupe table, not merely collapsed by ClickHouse.
     notices = stack.wait_for(
-        f"SELECT event_id FROM rejected_events WHERE product = '{ws.product}' AND stage = 'dedupe'",
+        f"SELECT event_id FROM dedupe_notices WHERE product = '{ws.product}'",
         lambda rs: len(rs) >= 1,
         timeout_s=90,
     )

@@ -13,9 +13,11 @@ from hypothesis import strategies as st
 
 from eventpipe.codec import (
     CLEAN_EVENT,
+    DEDUPE_NOTICE,
     HEADER_LEN,
     IDENTITY_LINK,
     RAW_EVENT,
+    REDRIVE_OUTCOME,
     REJECTED_EVENT,
     AvroCodec,
     CodecError,
@@ -136,10 +138,14 @@ _FIELD_VALUES: dict[str, Any] = {
     '["null", "string"]': st.none() | st.text(max_size=300),
     '"bytes"': st.binary(max_size=300),
     '{"type": "long", "logicalType": "timestamp-millis"}': st.integers(-(2**63), 2**63 - 1),
+    '"long"': st.integers(-(2**63), 2**63 - 1),
 }
 
 
-@pytest.mark.parametrize("record", [RAW_EVENT, CLEAN_EVENT, REJECTED_EVENT, IDENTITY_LINK])
+@pytest.mark.parametrize(
+    "record",
+    [RAW_EVENT, CLEAN_EVENT, REJECTED_EVENT, IDENTITY_LINK, DEDUPE_NOTICE, REDRIVE_OUTCOME],
+)
 @settings(max_examples=150, deadline=None)
 @given(data=st.data())
 def test_flat_encoder_writes_fastavros_bytes_for_every_record(

@@ -8,6 +8,7 @@ module's end, and each test isolates its rows by a product value of its own.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,8 +23,10 @@ from schemas import SCHEMA_DIR
 from sinks.clickhouse import (
     _TS_MAX,
     _TS_MIN,
+    DEDUPE_NOTICES,
     EVENTS,
     MIGRATIONS_DIR,
+    REDRIVES,
     REJECTED,
     EventWriter,
     Table,
@@ -32,6 +35,7 @@ from sinks.clickhouse import (
     migration_files,
     split_statements,
 )
+from sinks.store import EventStore, RejectedFilter
 from tests.records import clean_record
 
 
@@ -115,7 +119,15 @@ def test_split_statements_drops_comment_only_parts() -> None:
     ]
 
 
-@pytest.mark.parametrize(("table", "spec"), [(EVENTS, "clean_event"), (REJECTED, "rejected_event")])
+@pytest.mark.parametrize(
+    ("table", "spec"),
+    [
+        (EVENTS, "clean_event"),
+        (REJECTED, "rejected_event"),
+        (DEDUPE_NOTICES, "dedupe_notice"),
+        (REDRIVES, "redrive_outcome"),
+    ],
+)
 def test_table_columns_mirror_the_avro_schema(client: Client, table: Any, spec: str) -> None:
     """The DDL and the .avsc are the two places a column is named: they must agree."""
     newest = sorted(SCHEMA_DIR.glob(f"{spec}.v*.avsc"))[-1]
@@ -240,3 +252,65 @@ def test_migration_005_holds_the_rows_bounds() -> None:
     low, high = _TS_MIN.strftime("%Y-%m-%d %H:%M:%S"), _TS_MAX.strftime("%Y-%m-%d %H:%M:%S")
     assert sql.count(f"toDateTime64('{low}', 3, 'UTC')") == 2
     assert sql.count(f"toDateTime64('{high}', 3, 'UTC')") == 2
+
+
+# --- what a replay asks and deletes (sinks.store) ------------------------------------------------
+
+
+def test_superseded_copies_go_only_where_a_newer_copy_exists(client: Client, product: str) -> None:
+    store = EventStore(client)
+    insert(
+        client, EVENTS, [clean(product, "moved", traits='{"plan": "pro"}'), clean(product, "kept")]
+    )
+    since = store.now_ms()
+    time.sleep(0.01)  # inserted_at has millisecond precision
+    insert(
+        client,
+        EVENTS,
+        [clean(product, "moved", canonical_name="page.seen", traits='{"plan": "pro"}')],
+    )
+    assert store.delete_superseded(product, ["moved", "kept"], since) == 1
+    rows = client.query(
+        "SELECT event_id, canonical_name FROM events FINAL WHERE product = %(p)s ORDER BY 1",
+        parameters={"p": product},
+    ).result_rows
+    assert rows == [("kept", "page.view"), ("moved", "page.seen")], "no newer copy: kept"
+    traits = client.query(
+        "SELECT count() FROM user_traits FINAL WHERE product = %(p)s AND event_id = 'moved'",
+        parameters={"p": product},
+    ).result_rows
+    assert traits == [(1,)], "the superseded copy's trait row went with it"
+    stored = store.rows({product: ["moved", "missing"]})
+    assert list(stored) == ["moved"] and stored["moved"][0]["canonical_name"] == "page.seen"
+    assert isinstance(stored["moved"][0]["occurred_at"], int), "timestamps as epoch ms"
+
+
+def test_rejections_come_back_whole_once_each_and_pending_filters_redriven(
+    client: Client, product: str
+) -> None:
+    store = EventStore(client)
+    rejection = {
+        "event_id": "r1",
+        "product": product,
+        "source": "api",
+        "dialect": "segment",
+        "stage": "normalize",
+        "reason": "'userId' is required",
+        "received_at": 1_700_000_000_000,
+        "payload": b"\xc3\x01{}",
+        "source_topic": "events.raw",
+        "source_partition": 2,
+        "source_offset": 41,
+    }
+    insert(client, REJECTED, [rejection, rejection])  # a redelivered rejection: stored twice
+    rows = store.rejected_rows(RejectedFilter(product=product, reason="USERID"), 10)
+    assert len(rows) == 1
+    assert rows[0]["payload"] == b"\xc3\x01{}" and rows[0]["source_offset"] == 41
+    groups = store.rejected_groups(RejectedFilter(product=product))
+    assert [(g["rejections"], g["events"], g["redriven"]) for g in groups] == [(2, 1, 0)]
+    outcome = {"event_id": "r1", "product": product, "stage": "normalize"}
+    outcome |= {"reason": rejection["reason"], "outcome": "accepted", "detail": "new"}
+    insert(client, REDRIVES, [{**outcome, "redriven_at": 1_700_000_100_000}])
+    assert store.rejected_rows(RejectedFilter(product=product, pending=True), 10) == []
+    marked = store.rejected_rows(RejectedFilter(product=product), 10)
+    assert marked[0]["redrive_outcome"] == "accepted", "marked, not deleted"

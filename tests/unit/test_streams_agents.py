@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
-from eventpipe.codec import CLEAN_EVENT, RAW_EVENT, REJECTED_EVENT, AvroCodec
+from eventpipe.codec import CLEAN_EVENT, DEDUPE_NOTICE, RAW_EVENT, REJECTED_EVENT, AvroCodec
 from eventpipe.ids import event_id_for
 from streams.agents import Drop, EventAgent, Forward, Reject, process
 from streams.codec import AvroRecordCodec, Undecodable, rejected_undecodable
@@ -19,6 +19,10 @@ WINDOW = 3600 * 1000
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 T0_MS = 1_777_636_800_000
 codec = AvroCodec()
+
+
+def _message(offset: int) -> SimpleNamespace:
+    return SimpleNamespace(topic="events.raw", partition=5, offset=offset)
 
 
 def raw(payload: bytes, external_id: str | None = None, at_ms: int = T0_MS) -> dict[str, Any]:
@@ -60,8 +64,11 @@ def test_keyed_event_marks_its_key_then_copies_are_dropped() -> None:
     again = process(raw(payload, "e1", T0_MS + 5_000), seen.get, WINDOW)
     assert isinstance(again, Drop)
     assert (again.product, again.key) == ("shop", table_key("shop", "api", "e1"))
-    assert (again.notice["stage"], again.notice["field"]) == ("dedupe", "external_id")
-    codec.encode(REJECTED_EVENT, again.notice)
+    notice = again.notice
+    assert (notice["external_id"], notice["received_at"]) == ("e1", T0_MS + 5_000)
+    assert notice["first_received_at"] == T0_MS, "a notice says which copy was accepted"
+    assert notice["event_id"] == first.record["event_id"]
+    codec.encode(DEDUPE_NOTICE, notice)
     # the very same raw record read again (redelivery) is forwarded, not dropped
     redelivered = process(raw(payload, "e1"), seen.get, WINDOW)
     assert isinstance(redelivered, Forward) and redelivered.mark is None
@@ -111,7 +118,7 @@ def test_one_batch_dedupes_links_and_writes_each_table_entry_to_its_partition() 
         raw(b'{"event":"page.viewed","properties":{"anonymous_id":"a1"}}'),
     ]
     events = [
-        SimpleNamespace(value=r, key=b"k", message=SimpleNamespace(partition=5)) for r in records
+        SimpleNamespace(value=r, key=b"k", message=_message(i)) for i, r in enumerate(records)
     ]
     publisher = ScriptedPublisher()
     seen, links = FakeTable("dedupe-changelog"), FakeTable("identity-changelog")
@@ -140,8 +147,7 @@ def test_an_event_whose_clean_record_kafka_refuses_is_rejected_and_marks_nothing
     big = raw(payload, "e1")
     small = raw(b'{"event":"page.viewed","external_id":"e2"}', "e2")
     events = [
-        SimpleNamespace(value=r, key=b"k", message=SimpleNamespace(partition=5))
-        for r in (big, small)
+        SimpleNamespace(value=r, key=b"k", message=_message(i)) for i, r in enumerate((big, small))
     ]
     publisher = ScriptedPublisher(max_bytes=5_000)  # the big one's raw record fits, not its clean
     seen, links = FakeTable("dedupe-changelog"), FakeTable("identity-changelog")
@@ -153,5 +159,8 @@ def test_an_event_whose_clean_record_kafka_refuses_is_rejected_and_marks_nothing
     assert [(n["event_id"], n["stage"], n["payload"]) for n in notices] == [
         (big["event_id"], "publish", big["payload"])
     ]
+    where = [(n["source_topic"], n["source_partition"], n["source_offset"]) for n in notices]
+    assert where == [("events.raw", 5, 0)], "a rejection says where its raw record is"
+    assert notices[0]["external_id"] == "e1", "and keeps what a redrive needs"
     assert seen == {table_key("shop", "api", "e2"): T0_MS}, "a retry of e1 is no duplicate"
     assert links == {}, "the refused event's link entry is dropped with it"
