@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: dev test lint typecheck install clean bench
+.PHONY: dev test lint typecheck browser install clean bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "eventpipe needs Python 3.11"'
@@ -25,11 +25,17 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck
+# The browser test drives Debian's chromium; the Prometheus test runs Debian's prometheus where it
+# can be installed (it is skipped where it cannot; chromium is required).
+test: lint typecheck browser
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+browser:
+	command -v chromium || (apt-get update && apt-get install -y chromium)
+	command -v prometheus || (apt-get update && apt-get install -y prometheus) || true
 
 bench: install
 	$(BIN)/python -m bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) .eventpipe .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .eventpipe .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -52,14 +50,16 @@ def edge(
     s = _settings(port=port, host=host)
     publisher = publisher_for(s)
     try:
-        catalog = None  # the catalog needs a ClickHouse server: chDB belongs to one process
+        catalog = dashboard = None  # both need a ClickHouse server: chDB is one process's
         if not s.embedded_clickhouse:
             from eventpipe.catalog import Catalog
+            from eventpipe.dashboard import Dashboard
             from sinks.clickhouse import connect
 
             catalog = Catalog.from_settings(connect(s.clickhouse_dsn), s)
+            dashboard = Dashboard(connect(s.clickhouse_dsn, readonly=True))
         keys = KeyStore(s.api_keys, s.rate_limit_per_minute)
-        application = create_app(s, publisher, keys, catalog=catalog)
+        application = create_app(s, publisher, keys, catalog=catalog, dashboard=dashboard)
         serve(application, s.host, s.port)
     finally:
         publisher.close()
@@ -76,17 +76,9 @@ def worker() -> None:
 @app.command()
 def sink() -> None:
     """Run the ClickHouse sink: clean and rejected topics into EVENTPIPE_CLICKHOUSE_URL."""
-    from eventpipe.codec import AvroCodec
-    from sinks.clickhouse import connect, migrate
-    from sinks.sink import Sink
+    from launch.sink import run_sink_process
 
-    s = _settings()
-    client = connect(s.clickhouse_dsn)
-    migrate(client)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    Sink(s, client, AvroCodec(s.schema_registry_url)).run(stop)
+    run_sink_process(_settings())
 
 
 @app.command()

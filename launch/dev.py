@@ -42,9 +42,11 @@ import structlog
 from eventpipe.broker import BrokerProfile
 from eventpipe.catalog import Catalog
 from eventpipe.codec import AvroCodec
+from eventpipe.dashboard import Dashboard
 from eventpipe.drain import Outcome, drain
 from eventpipe.embedded import TansuBroker, die_with_parent, free_port, stop_process
 from eventpipe.kafka import ensure_topics
+from eventpipe.lag import sink_lag_monitor
 from eventpipe.publisher import publisher_for
 from eventpipe.settings import Settings
 from producers.app import create_app
@@ -74,6 +76,7 @@ class DevState:
     broker_pid: int | None
     worker_pid: int | None
     kafka_bootstrap: str
+    worker_metrics_url: str | None = None
 
     @staticmethod
     def path(data_dir: Path) -> Path:
@@ -124,6 +127,8 @@ def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
         EVENTPIPE_DATA_DIR=str(settings.data_dir.resolve()),
         EVENTPIPE_TOPIC_PREFIX=settings.topic_prefix,
         EVENTPIPE_TOPIC_PARTITIONS=str(settings.topic_partitions),
+        EVENTPIPE_METRICS_HOST=settings.metrics_host,
+        EVENTPIPE_WORKER_METRICS_PORT=str(settings.worker_metrics_port),
     )
     return subprocess.Popen(
         [sys.executable, "-m", "launch", "worker"],
@@ -151,6 +156,7 @@ def run_dev(settings: Settings) -> None:
                 }
             )
         settings = settings.model_copy(update={"admin_token": admin_token, "port": port})
+        settings = _with_worker_metrics(settings)
         ensure_topics(settings)
 
         writer = connect(settings.clickhouse_dsn)
@@ -184,6 +190,7 @@ def run_dev(settings: Settings) -> None:
         sink_thread.start()
         stack.callback(sink_thread.join, SINK_STOP_S)
         stack.callback(stop_sink.set)
+        stack.callback(sink_lag_monitor(settings).start().close)
 
         publisher = publisher_for(settings)
         stack.callback(publisher.close)
@@ -191,7 +198,17 @@ def run_dev(settings: Settings) -> None:
         keys.add(api_key, DEV_PRODUCT, "api")
         # The catalog writes curated entries: its own client, a writer, on the directory we own.
         catalog = Catalog.from_settings(connect(settings.clickhouse_dsn), settings)
-        app = create_app(settings, publisher, keys, query=query, codec=codec, catalog=catalog)
+        # The dashboard reads on a read-only client of its own (chDB: per-client session).
+        dashboard = Dashboard(connect(settings.clickhouse_dsn, readonly=True))
+        app = create_app(
+            settings,
+            publisher,
+            keys,
+            query=query,
+            codec=codec,
+            catalog=catalog,
+            dashboard=dashboard,
+        )
 
         url = f"http://{settings.host}:{port}"
         DevState(
@@ -202,6 +219,7 @@ def run_dev(settings: Settings) -> None:
             broker_pid=broker.pid if broker else None,
             worker_pid=worker.pid,
             kafka_bootstrap=settings.bootstrap,
+            worker_metrics_url=settings.dashboard_metrics_urls[-1],
         ).write(settings.data_dir)
         stack.callback(DevState.path(settings.data_dir).unlink, missing_ok=True)
         print(
@@ -211,6 +229,9 @@ def run_dev(settings: Settings) -> None:
             f"  kafka:        {settings.bootstrap}{' (embedded Tansu)' if broker else ''}\n"
             f"  clickhouse:   {settings.clickhouse_dsn}\n"
             f'  query:        eventpipe query "SELECT count() FROM events"\n'
+            f"  dashboard:    {url}/dashboard#key={api_key}\n"
+            f"  metrics:      {url}/metrics (edge and sink), "
+            f"{settings.dashboard_metrics_urls[-1]} (worker)\n"
             "  Ctrl-C stops everything (after draining what the edge acknowledged; twice: now).",
             flush=True,
         )
@@ -230,6 +251,21 @@ def run_dev(settings: Settings) -> None:
                 broker.stop()
     if not drained:
         raise SystemExit(1)
+
+
+def _with_worker_metrics(settings: Settings) -> Settings:
+    """Give the worker child a free metrics port unless one is configured (several ``dev``s, as
+    in the tests, run side by side), and point the dashboard's health at it."""
+    port = settings.worker_metrics_port
+    if "worker_metrics_port" not in settings.model_fields_set:
+        port = free_port(settings.metrics_host)
+    url = f"http://{settings.metrics_host}:{port}/metrics"
+    return settings.model_copy(
+        update={
+            "worker_metrics_port": port,
+            "dashboard_metrics_urls": [*settings.dashboard_metrics_urls, url],
+        }
+    )
 
 
 def _drain(settings: Settings, shutdown: Shutdown, worker_group: str, *, embedded: bool) -> bool:

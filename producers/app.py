@@ -18,12 +18,14 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from eventpipe.catalog import Catalog
 from eventpipe.codec import AvroCodec
+from eventpipe.dashboard import Dashboard
 from eventpipe.errors import EventpipeError, InvalidEvent, Unauthorized
 from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings
@@ -31,7 +33,9 @@ from eventpipe.topics import TopicNames
 from producers import named, openapi, segment, v1, v2
 from producers.auth import KeyStore, RateLimiter, new_key
 from producers.catalog import catalog_routes
+from producers.dashboard import dashboard_routes
 from producers.ingest import Ingest, error_response, json_response
+from producers.metrics import RequestMetrics
 
 log = structlog.get_logger(__name__)
 
@@ -63,6 +67,7 @@ def create_app(
     query: QueryFn | None = None,
     codec: AvroCodec | None = None,
     catalog: Catalog | None = None,
+    dashboard: Dashboard | None = None,
 ) -> Starlette:
     topics = TopicNames.from_settings(settings)
     ingest = Ingest(
@@ -163,6 +168,7 @@ def create_app(
         Route("/healthz", health, methods=["GET"]),
         Route("/openapi.json", openapi.endpoint(settings.max_batch_events), methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        *dashboard_routes(settings, keys, dashboard, _guard),
     ]
     if catalog is not None:
         routes += catalog_routes(catalog, keys, _guard)
@@ -171,4 +177,4 @@ def create_app(
             Route("/admin/keys", _guard(admin_keys), methods=["POST", "DELETE"]),
             Route("/admin/query", _guard(admin_query), methods=["POST"]),
         ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, middleware=[Middleware(RequestMetrics)])

@@ -197,6 +197,7 @@ class Sink:
             batch = self._batch
             ranges = {f"{t}[{p}]": f"{b.first}-{b.next - 1}" for (t, p), b in batch.items()}
             offsets = {tp: b.next for tp, b in batch.items()}
+            self.metrics.batch_records.observe(self._size)
             self._clear()
             inserted = inserter.submit(self._insert_batch, batch, ranges, stop)
             self._inflight = _InFlight(inserted, offsets, ranges)
@@ -278,6 +279,7 @@ class Sink:
                 if stop.wait(delay):
                     log.warning("sink stopping with an uninserted batch", offsets=ranges)
                     return False
+                self.metrics.retries.labels("insert").inc()
                 delay = min(delay * 2, BACKOFF_MAX_S)
                 continue
             pending.pop(0)  # inserted: a retry of the next table must not insert it again
@@ -341,6 +343,7 @@ class Sink:
         while True:
             try:
                 consumer.commit(offsets=offsets, asynchronous=False)
+                self.metrics.committed()
                 return
             except KafkaException as exc:
                 err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
@@ -353,6 +356,7 @@ class Sink:
                 )
                 if not retriable or stop.wait(delay):
                     return
+                self.metrics.retries.labels("commit").inc()
                 delay = min(delay * 2, BACKOFF_MAX_S)
 
     def _clear(self) -> None:

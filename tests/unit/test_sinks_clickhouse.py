@@ -163,6 +163,40 @@ def test_same_event_id_twice_is_one_row_with_final(client: Client, product: str)
     assert client.query(q.format("FINAL")).result_rows == [("evt_1", "u1"), ("evt_2", "u1")]
 
 
+def test_rollups_count_a_replayed_event_once(client: Client, product: str) -> None:
+    """Migration 007: copies of one event (a redelivery, a replayed range) are one event in the
+    dashboards' rollups, before any merge; two events are two."""
+    now = datetime.now(UTC)  # events_minutely keeps 35 days: older minutes expire at insert
+    early = now - timedelta(hours=2)
+    for _ in range(2):
+        insert(
+            client,
+            EVENTS,
+            [clean(product, "e1", occurred_at=now), clean(product, "e2", occurred_at=early)],
+        )
+    insert(client, EVENTS, [clean(product, "e3", person_id="a1", user_id=None, occurred_at=now)])
+    p = {"p": product}
+    minutes = client.query(
+        "SELECT uniqCombinedMerge(14)(events) FROM events_minutely WHERE product = {p:String}", p
+    )
+    hours = client.query(
+        "SELECT uniqCombinedMerge(14)(events) FROM events_hourly WHERE product = {p:String}", p
+    )
+    assert minutes.result_rows[0][0] == hours.result_rows[0][0] == 3
+    client.insert(
+        "identity_links",
+        [[product, "a1", "u1", early, "e9", "linked"]] * 2,
+        column_names=["product", "anonymous_id", "user_id", "linked_at", "event_id", "status"],
+    )
+    links = client.query(
+        "SELECT uniqCombinedMerge(14)(links) FROM identity_links_daily WHERE product = {p:String}",
+        p,
+    )
+    assert links.result_rows[0][0] == 1
+    persons = client.query("SELECT persons FROM active_persons_daily WHERE product = {p:String}", p)
+    assert {r[0] for r in persons.result_rows} == {1}, "u1 each day: a1 resolves to u1"
+
+
 def test_event_roundtrips_through_avro_and_clickhouse(client: Client, product: str) -> None:
     codec = AvroCodec()
     rec = clean(product, "evt_rt", external_id="ext", subject_type="user", version="2")

@@ -1,0 +1,33 @@
+"""``eventpipe sink``: the ClickHouse sink as a process of its own, with its metrics served.
+
+Migrations first (idempotent, so several sinks starting at once are safe), then ``/metrics`` and
+``/healthz`` on ``EVENTPIPE_METRICS_HOST:EVENTPIPE_SINK_METRICS_PORT`` and the consumer lag of
+the sink's group (``eventpipe.lag``), then the sink until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+from eventpipe.codec import AvroCodec
+from eventpipe.lag import sink_lag_monitor
+from eventpipe.metrics import serve_metrics
+from eventpipe.settings import Settings
+from sinks.clickhouse import connect, migrate
+from sinks.sink import Sink
+
+
+def run_sink_process(settings: Settings) -> None:
+    client = connect(settings.clickhouse_dsn)
+    migrate(client)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    server = serve_metrics(settings.metrics_host, settings.sink_metrics_port)
+    lag = sink_lag_monitor(settings).start()
+    try:
+        Sink(settings, client, AvroCodec(settings.schema_registry_url)).run(stop)
+    finally:
+        lag.close()
+        server.close()
