@@ -82,6 +82,16 @@ def sink() -> None:
 
 
 @app.command()
+def migrate() -> None:
+    """Apply the ClickHouse migrations to EVENTPIPE_CLICKHOUSE_URL (idempotent), then exit."""
+    from sinks.clickhouse import connect
+    from sinks.clickhouse import migrate as apply
+
+    s = _settings()
+    typer.echo(f"migrations applied: {apply(connect(s.clickhouse_dsn)) or 'none (up to date)'}")
+
+
+@app.command()
 def query(
     sql: Annotated[str, typer.Argument(help="a read-only SQL statement")],
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
