@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     """Other processes' ``/metrics`` the edge's /dashboard reads for pipeline health (the
     worker's and the sink's); ``eventpipe dev`` sets its worker's."""
 
+    materialized_properties: list[str] = Field(default_factory=list)
+    """Top-level properties (the catalog's frequent ones) given a column of their own in
+    ``events``, ``property_<name>``, so a breakdown by one is fast (``sinks.clickhouse``)."""
+
     # --- dev ------------------------------------------------------------------------------------
     drain_timeout_seconds: float = 120.0
     """How long a stopping ``eventpipe dev`` on the embedded broker waits for the worker and the

@@ -84,11 +84,14 @@ def sink() -> None:
 @app.command()
 def migrate() -> None:
     """Apply the ClickHouse migrations to EVENTPIPE_CLICKHOUSE_URL (idempotent), then exit."""
-    from sinks.clickhouse import connect
+    from sinks.clickhouse import connect, materialize_properties
     from sinks.clickhouse import migrate as apply
 
     s = _settings()
-    typer.echo(f"migrations applied: {apply(connect(s.clickhouse_dsn)) or 'none (up to date)'}")
+    client = connect(s.clickhouse_dsn)
+    typer.echo(f"migrations applied: {apply(client) or 'none (up to date)'}")
+    columns = materialize_properties(client, s.materialized_properties)
+    typer.echo(f"materialized properties: {columns or 'none'}")
 
 
 @app.command()

@@ -52,7 +52,7 @@ from eventpipe.settings import Settings
 from producers.app import create_app
 from producers.auth import KeyStore, new_key
 from producers.server import Shutdown, serve
-from sinks.clickhouse import connect, migrate
+from sinks.clickhouse import connect, materialize_properties, migrate
 from sinks.sink import Sink
 
 log = structlog.get_logger(__name__)
@@ -161,6 +161,7 @@ def run_dev(settings: Settings) -> None:
 
         writer = connect(settings.clickhouse_dsn)
         applied = migrate(writer)
+        materialize_properties(writer, settings.materialized_properties)
         if applied:
             log.info("clickhouse migrations applied", migrations=applied)
         # A separate client for reads: chDB keeps per-query settings on the client's session.

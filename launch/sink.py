@@ -14,13 +14,14 @@ from eventpipe.codec import AvroCodec
 from eventpipe.lag import sink_lag_monitor
 from eventpipe.metrics import serve_metrics
 from eventpipe.settings import Settings
-from sinks.clickhouse import connect, migrate
+from sinks.clickhouse import connect, materialize_properties, migrate
 from sinks.sink import Sink
 
 
 def run_sink_process(settings: Settings) -> None:
     client = connect(settings.clickhouse_dsn)
     migrate(client)
+    materialize_properties(client, settings.materialized_properties)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -28,6 +28,7 @@ from sinks.clickhouse import (
     EventWriter,
     Table,
     connect,
+    materialize_properties,
     migrate,
     migration_files,
     split_statements,
@@ -195,6 +196,27 @@ def test_rollups_count_a_replayed_event_once(client: Client, product: str) -> No
     assert links.result_rows[0][0] == 1
     persons = client.query("SELECT persons FROM active_persons_daily WHERE product = {p:String}", p)
     assert {r[0] for r in persons.result_rows} == {1}, "u1 each day: a1 resolves to u1"
+
+
+def test_a_materialized_property_is_its_own_column(client: Client, product: str) -> None:
+    table = f"events_props_{product}"
+    client.command(f"CREATE TABLE {table} AS events")
+    old = clean(product, "e0", properties='{"plan": "free"}')
+    EventWriter(client).insert_rows(EVENTS, [EVENTS.row(old)])
+    client.command(f"INSERT INTO {table} SELECT * FROM events WHERE product = '{product}'")
+    assert materialize_properties(client, ["plan"], table) == ["property_plan"]
+    assert materialize_properties(client, ["plan"], table) == ["property_plan"], "idempotent"
+    rows = [
+        clean(product, "e1", properties='{"plan": "pro", "n": 1}'),
+        clean(product, "e2", properties='{"n": 2}'),
+        clean(product, "e3", properties='{"plan": 3}'),
+    ]
+    client.insert(table, [EVENTS.row(r) for r in rows], column_names=list(EVENTS.columns))
+    got = client.query(f"SELECT event_id, property_plan FROM {table} ORDER BY event_id")
+    assert got.result_rows == [("e0", "free"), ("e1", "pro"), ("e2", ""), ("e3", "3")]
+    with pytest.raises(ValueError, match="letters, digits"):
+        materialize_properties(client, ["plan'); DROP TABLE events; --"], table)
+    client.command(f"DROP TABLE {table}")
 
 
 def test_event_roundtrips_through_avro_and_clickhouse(client: Client, product: str) -> None:
