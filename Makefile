@@ -25,12 +25,18 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-# tests/e2e/test_kafka_security.py puts Debian's stunnel4 (a real TLS endpoint) in front of the
-# embedded broker, and makes its certificates with openssl.
+# What the tests install from Debian when missing: tests/e2e/test_kafka_security.py puts stunnel4
+# (a real TLS endpoint) in front of the embedded broker and makes certificates with openssl.
 test-tools:
 	command -v stunnel4 >/dev/null && command -v openssl >/dev/null || \
 		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q stunnel4 openssl) || \
 		echo "stunnel4/openssl not installed (needs root): the Kafka TLS tests will be skipped"
+	@# The browser test drives Debian's chromium (required); the Prometheus test runs Debian's
+	@# prometheus where it can be installed (skipped where it cannot).
+	command -v chromium >/dev/null || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+	command -v prometheus >/dev/null || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus) || true
 
 test: lint typecheck test-tools
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -39,4 +45,4 @@ bench: install
 	$(BIN)/python -m bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) .eventpipe .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .eventpipe .pytest_cache .mypy_cache .ruff_cache test-artifacts

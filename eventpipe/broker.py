@@ -24,6 +24,11 @@ The workarounds, with what was measured on Tansu 0.6.0 (docs/architecture.md, "B
     PRODUCER_FENCED without flagging it fatal, so every later send fails the same way: the
     publisher replaces its producer on those codes. A producer whose error *is* flagged fatal is
     replaced on every broker (that is librdkafka's contract, not a Tansu quirk).
+``read_end_offsets``
+    The same end-offset bug makes a lag computed from the watermark short by up to a batch per
+    partition. With it on, the processes' consumer-lag gauges (``eventpipe.lag``) read each
+    partition's real end as the drain does (``eventpipe.drain.Offsets.ends``); a real Kafka's
+    watermark is the end, so there they ask for it.
 ``session_timeout_s`` / ``heartbeat_interval_s``
     Tansu answers a consumer-group join only after half the session timeout (a Faust worker got
     its partitions after ~32 s with the defaults, ~2.4 s with a 2 s session), and numbers a
@@ -48,6 +53,7 @@ class Workarounds:
     fetch_wait_ms: int | None
     """The consumers' longest fetch wait; None keeps each client's own default."""
     replace_fenced_producer: bool
+    read_end_offsets: bool
     session_timeout_s: float
     heartbeat_interval_s: float
 
@@ -57,6 +63,7 @@ _BY_PROFILE = {
         changelog_sentinels=True,
         fetch_wait_ms=100,
         replace_fenced_producer=True,
+        read_end_offsets=True,
         session_timeout_s=2.0,
         heartbeat_interval_s=0.5,
     ),
@@ -64,6 +71,7 @@ _BY_PROFILE = {
         changelog_sentinels=False,
         fetch_wait_ms=None,
         replace_fenced_producer=False,
+        read_end_offsets=False,
         session_timeout_s=10.0,
         heartbeat_interval_s=3.0,
     ),

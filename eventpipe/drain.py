@@ -68,6 +68,7 @@ Faust commit (every 2.8 s)."""
 PROGRESS_EVERY_S = 1.0
 PROBE_TIMEOUT_S = 3.0
 REQUEST_TIMEOUT_S = 5.0
+EMBEDDED_FETCH_WAIT_MS = workarounds(BrokerProfile.EMBEDDED).fetch_wait_ms
 PROBE_GROUP = "eventpipe-drain-probe"
 """librdkafka wants a group id even to assign(); the probe never joins it nor commits."""
 
@@ -75,10 +76,19 @@ PROBE_GROUP = "eventpipe-drain-probe"
 class Offsets:
     """Real end offsets (read, see the module docstring) and consumer groups' committed offsets."""
 
-    def __init__(self, bootstrap: str, security: dict[str, Any] | None = None) -> None:
-        """``security``: the security block as librdkafka properties (``client_config``)."""
+    def __init__(
+        self,
+        bootstrap: str,
+        security: dict[str, Any] | None = None,
+        fetch_wait_ms: int | None = EMBEDDED_FETCH_WAIT_MS,
+    ) -> None:
+        """``security``: the security block as librdkafka properties (``client_config``).
+        ``fetch_wait_ms``: the probe's longest fetch wait (None: librdkafka's own). Only dev's
+        embedded broker is drained, so by default the embedded profile's; the lag gauges
+        (``eventpipe.lag``) pass their broker's."""
         base = {**(security or {}), "bootstrap.servers": bootstrap}
         self._admin = AdminClient(base)
+        wait = {} if fetch_wait_ms is None else {"fetch.wait.max.ms": fetch_wait_ms}
         self._probe = Consumer(
             {
                 **base,
@@ -89,14 +99,23 @@ class Offsets:
                 # The end of a partition is then its high watermark, not the last stable offset
                 # (the same here: nothing writes transactionally).
                 "isolation.level": "read_uncommitted",
-                # Only dev's embedded broker is drained (docs/architecture.md, "Broker profile").
-                "fetch.wait.max.ms": workarounds(BrokerProfile.EMBEDDED).fetch_wait_ms,
+                **wait,
             }
         )
 
     def partitions(self, topics: Iterable[str]) -> list[TP]:
         meta = self._probe.list_topics(timeout=REQUEST_TIMEOUT_S).topics
         return sorted((t, p) for t in topics if t in meta for p in meta[t].partitions)
+
+    def watermarks(self, tps: Iterable[TP]) -> dict[TP, int]:
+        """Each partition's high watermark: its end on Kafka, not on Tansu (see :meth:`ends`)."""
+        out: dict[TP, int] = {}
+        for t, p in tps:
+            _, high = self._probe.get_watermark_offsets(
+                TopicPartition(t, p), timeout=REQUEST_TIMEOUT_S, cached=False
+            )
+            out[(t, p)] = high
+        return out
 
     def ends(
         self, tps: Iterable[TP], timeout_s: float = PROBE_TIMEOUT_S

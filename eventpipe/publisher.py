@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ import structlog
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from eventpipe.kafka import producer_config
+from eventpipe.metrics import KAFKA_DELIVERY_SECONDS, KAFKA_PRODUCER_QUEUE
 from eventpipe.retry import KAFKA_TOO_LARGE, kafka_retryable, produce_exception_retryable
 from eventpipe.settings import Settings
 
@@ -113,6 +115,11 @@ class KafkaPublisher:
         self._fatal = threading.Event()
         self._swap = threading.Lock()
         self._poller: asyncio.Task[None] | None = None
+        KAFKA_PRODUCER_QUEUE.set_function(self.in_flight)  # the process's newest publisher
+
+    def in_flight(self) -> int:
+        """Records handed to the producer(s) and not yet reported on."""
+        return len(self._producer) + sum(len(old) for old in list(self._retiring))
 
     def _on_error(self, err: KafkaError) -> None:
         if _needs_new_producer(err, self._replace_fenced):
@@ -182,6 +189,7 @@ class KafkaPublisher:
             count_down()
 
         producer = self._current()
+        started = time.perf_counter()
         produce = producer.produce
         for i, (key, value) in enumerate(items):
             try:
@@ -197,6 +205,7 @@ class KafkaPublisher:
         if items:
             self._ensure_poller()
             await done
+            KAFKA_DELIVERY_SECONDS.labels(topic).observe(time.perf_counter() - started)
         if failed:
             _match_failures(items, results, failed)
         return results

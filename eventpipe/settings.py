@@ -168,6 +168,23 @@ class Settings(BaseSettings):
     given (``--dry-run`` always is one). The count is an upper bound from offsets: on the
     embedded broker a time range counts from the partition's start (``replay/select.py``)."""
 
+    # --- metrics and dashboards --------------------------------------------------------------
+    metrics_host: str = "127.0.0.1"
+    """Where the worker and the standalone sink serve ``/metrics`` and ``/healthz`` (the edge
+    serves them on its own port). Loopback by default; a container sets ``0.0.0.0``."""
+    worker_metrics_port: int = 9101
+    """``eventpipe dev`` gives its worker a free port instead, unless this is set."""
+    sink_metrics_port: int = 9102
+    lag_interval_s: float = 5.0
+    """How often the worker and the sink measure their consumer lag (``eventpipe.lag``)."""
+    dashboard_metrics_urls: list[str] = Field(default_factory=list)
+    """Other processes' ``/metrics`` the edge's /dashboard reads for pipeline health (the
+    worker's and the sink's); ``eventpipe dev`` sets its worker's."""
+
+    materialized_properties: list[str] = Field(default_factory=list)
+    """Top-level properties (the catalog's frequent ones) given a column of their own in
+    ``events``, ``property_<name>``, so a breakdown by one is fast (``sinks.clickhouse``)."""
+
     # --- dev ------------------------------------------------------------------------------------
     drain_timeout_seconds: float = 120.0
     """How long a stopping ``eventpipe dev`` on the embedded broker waits for the worker and the

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -58,13 +56,15 @@ def edge(
 
     s = _settings(port=port, host=host)
     ensure_topics(s)  # a refused login or a missing topic stops the edge here, not at the 1st 503
-    catalog = None  # the catalog needs a ClickHouse server: chDB belongs to one process
+    catalog = dashboard = None  # both need a ClickHouse server: chDB is one process's
     if not s.embedded_clickhouse:
         from eventpipe.catalog import Catalog
+        from eventpipe.dashboard import Dashboard
         from sinks.clickhouse import connect
 
         catalog = Catalog.from_settings(connect(s.clickhouse_dsn, ca=s.clickhouse_ca), s)
-    edge_ = build_edge(s, catalog=catalog)
+        dashboard = Dashboard(connect(s.clickhouse_dsn, readonly=True, ca=s.clickhouse_ca))
+    edge_ = build_edge(s, catalog=catalog, dashboard=dashboard)
     try:
         admin = [(create_admin_app(s, edge_.keys), *s.admin_address)] if s.admin_token else []
         serve(edge_.app, s.host, s.port, also=admin)
@@ -83,16 +83,22 @@ def worker() -> None:
 @app.command()
 def sink() -> None:
     """Run the ClickHouse sink: clean and rejected topics into EVENTPIPE_CLICKHOUSE_URL."""
-    from eventpipe.kafka import ensure_topics
-    from launch.processes import build_sink
+    from launch.sink import run_sink_process
+
+    run_sink_process(_settings())
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the ClickHouse migrations to EVENTPIPE_CLICKHOUSE_URL (idempotent), then exit."""
+    from sinks.clickhouse import connect, materialize_properties
+    from sinks.clickhouse import migrate as apply
 
     s = _settings()
-    ensure_topics(s)
-    sink_ = build_sink(s)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    sink_.run(stop)
+    client = connect(s.clickhouse_dsn, ca=s.clickhouse_ca)
+    typer.echo(f"migrations applied: {apply(client) or 'none (up to date)'}")
+    columns = materialize_properties(client, s.materialized_properties)
+    typer.echo(f"materialized properties: {columns or 'none'}")
 
 
 @app.command()

@@ -43,16 +43,18 @@ import structlog
 from eventpipe import retry
 from eventpipe.broker import BrokerProfile
 from eventpipe.catalog import Catalog
+from eventpipe.dashboard import Dashboard
 from eventpipe.drain import Outcome, drain
 from eventpipe.embedded import TansuBroker, die_with_parent, free_port, stop_process
 from eventpipe.kafka import ensure_topics
+from eventpipe.lag import sink_lag_monitor
 from eventpipe.settings import Settings, is_loopback
 from launch.processes import build_edge, build_sink
 from producers.admin import admin_routes
 from producers.auth import new_key
 from producers.query import ReadOnlyQuery
 from producers.server import Shutdown, serve
-from sinks.clickhouse import connect, migrate, redact
+from sinks.clickhouse import connect, materialize_properties, migrate, redact
 from sinks.store import EventStore
 
 log = structlog.get_logger(__name__)
@@ -76,6 +78,7 @@ class DevState:
     broker_pid: int | None
     worker_pid: int | None
     kafka_bootstrap: str
+    worker_metrics_url: str | None = None
 
     @staticmethod
     def path(data_dir: Path) -> Path:
@@ -128,6 +131,8 @@ def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
         EVENTPIPE_TOPIC_PARTITIONS=str(settings.topic_partitions),
         EVENTPIPE_TOPIC_REPLICATION=str(settings.topic_replication),
         EVENTPIPE_KAFKA_SECURITY_PROTOCOL=settings.kafka_security_protocol,
+        EVENTPIPE_METRICS_HOST=settings.metrics_host,
+        EVENTPIPE_WORKER_METRICS_PORT=str(settings.worker_metrics_port),
     )
     if settings.topic_min_insync_replicas is not None:
         env["EVENTPIPE_TOPIC_MIN_INSYNC_REPLICAS"] = str(settings.topic_min_insync_replicas)
@@ -174,10 +179,12 @@ def run_dev(settings: Settings) -> None:
                 }
             )
         settings = settings.model_copy(update={"admin_token": admin_token, "port": port})
+        settings = _with_worker_metrics(settings)
         ensure_topics(settings)
 
         writer = connect(settings.clickhouse_dsn, ca=settings.clickhouse_ca)
         applied = migrate(writer)
+        materialize_properties(writer, settings.materialized_properties)
         if applied:
             log.info("clickhouse migrations applied", migrations=applied)
         # A separate client for reads: chDB keeps per-query settings on the client's session.
@@ -201,15 +208,19 @@ def run_dev(settings: Settings) -> None:
         sink_thread.start()
         stack.callback(sink_thread.join, SINK_STOP_S)
         stack.callback(stop_sink.set)
+        stack.callback(sink_lag_monitor(settings).start().close)
 
         # The catalog writes curated entries: its own client, a writer, on the directory we own.
         catalog = Catalog.from_settings(connect(settings.clickhouse_dsn, ca=ca), settings)
         store = EventStore(connect(settings.clickhouse_dsn, ca=ca))  # replay's: /admin/store
+        # The dashboard reads on a read-only client of its own (chDB: per-client session).
+        dashboard = Dashboard(connect(settings.clickhouse_dsn, readonly=True, ca=ca))
         edge = build_edge(
             settings,
             admin=lambda keys: admin_routes(settings, keys, query),
             catalog=catalog,
             store=store,
+            dashboard=dashboard,
         )
         stack.callback(edge.close)
         edge.keys.add(api_key, DEV_PRODUCT, "api")
@@ -224,6 +235,7 @@ def run_dev(settings: Settings) -> None:
             broker_pid=broker.pid if broker else None,
             worker_pid=worker.pid,
             kafka_bootstrap=settings.bootstrap,
+            worker_metrics_url=settings.dashboard_metrics_urls[-1],
         ).write(settings.data_dir)
         stack.callback(DevState.path(settings.data_dir).unlink, missing_ok=True)
         print(
@@ -233,6 +245,9 @@ def run_dev(settings: Settings) -> None:
             f"  kafka:        {settings.bootstrap}{' (embedded Tansu)' if broker else ''}\n"
             f"  clickhouse:   {redact(settings.clickhouse_dsn)}\n"
             f'  query:        eventpipe query "SELECT count() FROM events"\n'
+            f"  dashboard:    {url}/dashboard#key={api_key}\n"
+            f"  metrics:      {url}/metrics (edge and sink), "
+            f"{settings.dashboard_metrics_urls[-1]} (worker)\n"
             "  Ctrl-C stops everything (after draining what the edge acknowledged; twice: now).",
             flush=True,
         )
@@ -252,6 +267,21 @@ def run_dev(settings: Settings) -> None:
                 broker.stop()
     if not drained:
         raise SystemExit(1)
+
+
+def _with_worker_metrics(settings: Settings) -> Settings:
+    """Give the worker child a free metrics port unless one is configured (several ``dev``s, as
+    in the tests, run side by side), and point the dashboard's health at it."""
+    port = settings.worker_metrics_port
+    if "worker_metrics_port" not in settings.model_fields_set:
+        port = free_port(settings.metrics_host)
+    url = f"http://{settings.metrics_host}:{port}/metrics"
+    return settings.model_copy(
+        update={
+            "worker_metrics_port": port,
+            "dashboard_metrics_urls": [*settings.dashboard_metrics_urls, url],
+        }
+    )
 
 
 def _drain(settings: Settings, shutdown: Shutdown, worker_group: str, *, embedded: bool) -> bool:

@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute
 
 from eventpipe.catalog import Catalog
 from eventpipe.codec import AvroCodec
+from eventpipe.dashboard import Dashboard
 from eventpipe.publisher import KafkaPublisher, publisher_for
 from eventpipe.settings import Settings
 from producers.app import create_app
@@ -48,6 +49,7 @@ def build_edge(
     admin: Sequence[BaseRoute] | Callable[[KeyStore], Sequence[BaseRoute]] = (),
     catalog: Catalog | None = None,
     store: EventStore | None = None,
+    dashboard: Dashboard | None = None,
 ) -> Edge:
     """The HTTP edge with its own publisher and the keys of ``EVENTPIPE_API_KEYS``.
 
@@ -58,7 +60,14 @@ def build_edge(
     keys = KeyStore(settings.api_keys, settings.rate_limit_per_minute)
     routes = admin(keys) if callable(admin) else admin
     app = create_app(
-        settings, publisher, keys, codec=codec, admin=routes, catalog=catalog, store=store
+        settings,
+        publisher,
+        keys,
+        codec=codec,
+        admin=routes,
+        catalog=catalog,
+        store=store,
+        dashboard=dashboard,
     )
     return Edge(app, publisher, keys)
 

@@ -14,12 +14,14 @@ from collections.abc import Awaitable, Callable, Sequence
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from eventpipe.catalog import Catalog
 from eventpipe.codec import AvroCodec
+from eventpipe.dashboard import Dashboard
 from eventpipe.errors import EventpipeError
 from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings
@@ -27,8 +29,10 @@ from eventpipe.topics import TopicNames
 from producers import named, openapi, segment, v1, v2
 from producers.auth import KeyStore, RateLimiter
 from producers.catalog import catalog_routes
+from producers.dashboard import dashboard_routes
 from producers.ingest import Ingest, error_response, json_response
 from producers.journey_routes import journey_routes
+from producers.metrics import RequestMetrics
 from producers.store_routes import store_routes
 from sinks.store import EventStore
 
@@ -62,6 +66,7 @@ def create_app(
     catalog: Catalog | None = None,
     admin: Sequence[BaseRoute] = (),
     store: EventStore | None = None,
+    dashboard: Dashboard | None = None,
 ) -> Starlette:
     topics = TopicNames.from_settings(settings)
     ingest = Ingest(
@@ -112,10 +117,11 @@ def create_app(
         Route("/openapi.json", openapi.endpoint(settings.max_batch_events), methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         *admin,
+        *dashboard_routes(settings, keys, dashboard, guard),
     ]
     if catalog is not None:
         routes += catalog_routes(catalog, keys, guard)
     if store is not None:  # replay's reads and its one delete, where this process owns chDB
         routes += journey_routes(store, keys, guard)
         routes += store_routes(settings.admin_token, store, guard)
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, middleware=[Middleware(RequestMetrics)])

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from eventpipe.errors import Conflict, RateLimited, Unauthorized
 from eventpipe.settings import ApiKeyConfig
+from producers.metrics import RATE_LIMITED
 
 KEY_PREFIX = "ep_"
 
@@ -114,5 +115,6 @@ class RateLimiter:
         if tokens < 1.0:
             self._buckets[principal.product] = (tokens, now)
             retry = max(1, math.ceil((1.0 - tokens) / rate))
+            RATE_LIMITED.inc()
             raise RateLimited(f"workspace over {limit} requests per minute", retry_after=retry)
         self._buckets[principal.product] = (tokens - 1.0, now)

@@ -197,6 +197,7 @@ class BatchInserter:
         def failed(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             self.metrics.insert_failures.inc()
+            self.metrics.retries.labels("insert").inc()
             log.error(
                 "clickhouse insert failed, retrying",
                 table=table.name,

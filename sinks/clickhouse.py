@@ -185,6 +185,33 @@ def migrate(client: Client, directory: Path = MIGRATIONS_DIR) -> list[str]:
     return applied
 
 
+_PROPERTY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def materialize_properties(
+    client: Client, names: Sequence[str], table: str = "events"
+) -> list[str]:
+    """Give each top-level property in ``names`` a column of its own, ``property_<name>``: its
+    value as a string (``JSONExtractString``: '' when absent), computed once per row
+    at insert (``MATERIALIZED``), so a breakdown by it reads one small LowCardinality column
+    instead of parsing every row's JSON (``bench.breakdown`` over 5M events: 3.2x faster, +~5 us
+    a row at insert; the JSON type was 2.2x faster for +~18 us a row). Rows inserted before the
+    column existed are computed when read, until their parts merge. Idempotent; returns the
+    columns.
+    """
+    columns = []
+    for name in names:
+        if not _PROPERTY_NAME.match(name):
+            raise ValueError(f"materialized property {name!r}: letters, digits and _ only")
+        column = f"property_{name}"
+        client.command(
+            f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} LowCardinality(String) "
+            f"MATERIALIZED JSONExtractString(properties, '{name}')"
+        )
+        columns.append(column)
+    return columns
+
+
 # --- rows -------------------------------------------------------------------------------------
 
 # DateTime64's range: a value outside it would make ClickHouse refuse the whole batch (and the

@@ -3,6 +3,8 @@ their own sink's figures)."""
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -46,6 +48,34 @@ class SinkMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=registry,
         )
+        self.retries = Counter(
+            "eventpipe_sink_retries_total",
+            "ClickHouse inserts and offset commits tried again after a failure",
+            ["operation"],
+            registry=registry,
+        )
+        self.batch_records = Histogram(
+            "eventpipe_sink_batch_records",
+            "Messages per batch handed to the insert thread",
+            buckets=(1, 10, 50, 100, 500, 1000, 2500, 5000, 10000, 25000),
+            registry=registry,
+        )
+        self.last_commit = Gauge(
+            "eventpipe_sink_last_commit_timestamp_seconds",
+            "When the sink last committed offsets after ClickHouse accepted a batch (Unix time)",
+            registry=registry,
+        )
+        self._committed_at = time.time()  # from its start: a sink that never commits ages
+        self.last_commit.set_function(lambda: self._committed_at)
+        self.since_commit = Gauge(
+            "eventpipe_sink_seconds_since_last_commit",
+            "Seconds since the sink's last successful commit (or its start)",
+            registry=registry,
+        )
+        self.since_commit.set_function(lambda: time.time() - self._committed_at)
+
+    def committed(self) -> None:
+        self._committed_at = time.time()
 
 
 _default_metrics: SinkMetrics | None = None

@@ -217,6 +217,7 @@ class Sink:
             batch = self._batch
             ranges = {f"{t}[{p}]": f"{b.first}-{b.next - 1}" for (t, p), b in batch.items()}
             offsets = {tp: b.next for tp, b in batch.items()}
+            self.metrics.batch_records.observe(self._size)
             self._clear()
             inserted = inserter.submit(self.inserter.insert, batch, ranges, stop)
             self._inflight = _InFlight(inserted, offsets, ranges)
@@ -261,6 +262,10 @@ class Sink:
     def _commit_pending(self, consumer: Consumer) -> Offsets:
         """One commit of ``_committing``; returns (and keeps) what is to be retried."""
         self._committing = commit_checked(consumer, self._committing, self.metrics).retry
+        if self._committing:
+            self.metrics.retries.labels("commit").inc()
+        else:
+            self.metrics.committed()
         return self._committing
 
     def _wait_polling(self, consumer: Consumer, stop: threading.Event, seconds: float) -> None:

@@ -40,6 +40,7 @@ per event id.
 from __future__ import annotations
 
 import functools
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ from typing import Any
 import structlog
 from faust import App, EventT, StreamT, Table, TopicT
 from prometheus_client import Counter as PromCounter
-from prometheus_client import Gauge
+from prometheus_client import Gauge, Histogram
 
 from eventpipe import dialects
 from eventpipe.codec import CLEAN_EVENT, DEDUPE_NOTICE, IDENTITY_LINK
@@ -66,13 +67,27 @@ DEDUPE_DROPPED = PromCounter(
     "eventpipe_dedupe_dropped_total", "Keyed events dropped as duplicates", ["product"]
 )
 PROCESSED = PromCounter(
-    "eventpipe_worker_events_total", "Raw events handled by the worker, by outcome", ["outcome"]
+    "eventpipe_worker_records_total",
+    "Raw records handled by the worker: outcome clean, duplicate (stage dedupe) or rejected "
+    "(stage normalize, identity or decode)",
+    ["outcome", "stage"],
 )
 DEDUPE_FORGOTTEN = PromCounter(
     "eventpipe_dedupe_forgotten_total", "Dedupe keys forgotten after the window (tombstoned)"
 )
 DEDUPE_LIVE = Gauge("eventpipe_dedupe_live_keys", "Dedupe keys held by this worker")
 LINKS = PromCounter("eventpipe_identity_links_total", "Identity links by status", ["status"])
+BATCH_RECORDS = Histogram(
+    "eventpipe_worker_batch_records",
+    "Raw records per batch the agent handles",
+    buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000),
+)
+BATCH_SECONDS = Histogram(
+    "eventpipe_worker_batch_seconds",
+    "From a batch handed to the agent to every output of it acknowledged by Kafka",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+TABLE_KEYS = Gauge("eventpipe_worker_table_keys", "Keys in this worker's table", ["table"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,10 +161,17 @@ class EventAgent:
     window_ms: int
 
     def attach(self, app: App, source: TopicT) -> None:
+        TABLE_KEYS.labels("dedupe").set_function(lambda: len(self.seen))
+        TABLE_KEYS.labels("identity").set_function(lambda: len(self.links))
+
         async def clean_events(stream: StreamT[Any]) -> None:
             async for events in batches(stream):
-                for outcome, n in (await self.handle(events)).items():
-                    PROCESSED.labels(outcome).inc(n)
+                started = time.perf_counter()
+                counts = await self.handle(events)
+                BATCH_SECONDS.observe(time.perf_counter() - started)
+                BATCH_RECORDS.observe(len(events))
+                for outcome, n in counts.items():
+                    PROCESSED.labels(*outcome.split(":")).inc(n)
                 # Between batches: the keys that left the window get their tombstones.
                 partitions = {event.message.partition for event in events}
                 DEDUPE_FORGOTTEN.inc(await self.seen.sweep(self.outbox, partitions))
@@ -158,7 +180,9 @@ class EventAgent:
         app.agent(source, name="clean_events")(clean_events)
 
     async def handle(self, events: Sequence[EventT[Any]]) -> Counter[str]:
-        """Process one batch of raw events; return once every output is acknowledged by Kafka.
+        """Process one batch of raw events; return once every output is acknowledged by Kafka,
+        with the count of each ``"outcome:stage"`` (``clean:``, ``duplicate:dedupe``,
+        ``rejected:normalize``, ...).
 
         Table lookups go through the outbox (``Outbox.get``), so a later record of the batch
         sees an earlier one's key or link before the tables do.
@@ -169,7 +193,7 @@ class EventAgent:
             value: Any = event.value
             if isinstance(value, Undecodable):
                 self.outbox.reject_undecodable(event, value)
-                counts["rejected"] += 1
+                counts["rejected:decode"] += 1
                 continue
             msg = event.message
             mark_source(value, msg.topic, msg.partition, msg.offset)  # for its rejections
@@ -178,7 +202,7 @@ class EventAgent:
             if isinstance(out, Drop):
                 self.outbox.notice(DEDUPE_NOTICE, out.notice)
                 DEDUPE_DROPPED.labels(out.product).inc()
-                counts["duplicate"] += 1
+                counts["duplicate:dedupe"] += 1
                 continue
             if isinstance(out, Forward):
                 err = self._link_and_add(out.record, value)
@@ -188,11 +212,11 @@ class EventAgent:
                         partition = event.message.partition
                         self.outbox.put(self.seen, key, received_ms, partition, origin=value)
                         self.seen.expiry.track(partition, key, received_ms)
-                    counts["forwarded"] += 1
+                    counts["clean:"] += 1
                     continue
                 out = Reject(rejected(value, "identity", err))
             self.outbox.reject(out.record)
-            counts["rejected"] += 1
+            counts[f"rejected:{out.record['stage']}"] += 1
         await self.outbox.flush()  # then the tables have the batch's keys and links
         return counts
 

@@ -22,9 +22,12 @@ import faust
 import structlog
 
 from eventpipe.kafka import ensure_topics
+from eventpipe.lag import WORKER_LAG, LagMonitor
+from eventpipe.metrics import serve_metrics
 from eventpipe.publisher import publisher_for
 from eventpipe.settings import Settings
-from streams.app import changelog_topics, create_app
+from eventpipe.topics import TopicNames
+from streams.app import app_id, changelog_topics, create_app
 from streams.changelog import prepare_changelogs
 
 log = structlog.get_logger(__name__)
@@ -64,6 +67,11 @@ def attach_ready_file(app: faust.App, path: Path) -> None:
     app.task(write_ready_file)
 
 
+def _health(app: faust.App) -> dict[str, object]:
+    """``ok`` while the worker runs; ``ready`` once it has its partitions and tables."""
+    return {"status": "ok", "ready": ready(app)}
+
+
 def remove_ready_file(path: Path) -> None:
     path.unlink(missing_ok=True)
     path.with_name(path.name + ".tmp").unlink(missing_ok=True)
@@ -85,6 +93,13 @@ def run_worker(settings: Settings) -> None:
     if ready_file is not None:
         attach_ready_file(app, ready_file)
     prepare_changelogs(settings, changelog_topics(app))
+    # /metrics and /healthz on the configured port, and the consumer lag of events.raw read as
+    # the drain reads it (eventpipe.lag: on Tansu the watermark is short by up to a batch).
+    server = serve_metrics(
+        settings.metrics_host, settings.worker_metrics_port, health=lambda: _health(app)
+    )
+    names = TopicNames.from_settings(settings)
+    lag = LagMonitor(settings, app_id(settings), [names.raw], WORKER_LAG).start()
     # Faust and aiokafka build DEBUG records on the per-event send path (~8% of worker CPU in
     # the benchmark's profile) unless their loggers are told otherwise.
     level = logging.getLevelName(settings.log_level.upper())
@@ -103,6 +118,8 @@ def run_worker(settings: Settings) -> None:
         if exc.code not in (None, 0):
             raise
     finally:
+        lag.close()
+        server.close()
         publisher.close()  # the agents awaited every send: nothing is left but to stop it
         if ready_file is not None:
             remove_ready_file(ready_file)

@@ -31,6 +31,7 @@ from sinks.clickhouse import (
     EventWriter,
     Table,
     connect,
+    materialize_properties,
     migrate,
     migration_files,
     split_statements,
@@ -153,6 +154,61 @@ def test_same_event_id_twice_is_one_row_with_final(client: Client, product: str)
     assert len(client.query(q.format("")).result_rows) == 3
     # The newest insert wins (version column inserted_at): a replay through newer rules replaces.
     assert client.query(q.format("FINAL")).result_rows == [("evt_1", "u1"), ("evt_2", "u1")]
+
+
+def test_rollups_count_a_replayed_event_once(client: Client, product: str) -> None:
+    """Migration 007: copies of one event (a redelivery, a replayed range) are one event in the
+    dashboards' rollups, before any merge; two events are two."""
+    now = datetime.now(UTC)  # events_minutely keeps 35 days: older minutes expire at insert
+    early = now - timedelta(hours=2)
+    for _ in range(2):
+        insert(
+            client,
+            EVENTS,
+            [clean(product, "e1", occurred_at=now), clean(product, "e2", occurred_at=early)],
+        )
+    insert(client, EVENTS, [clean(product, "e3", person_id="a1", user_id=None, occurred_at=now)])
+    p = {"p": product}
+    minutes = client.query(
+        "SELECT uniqCombinedMerge(14)(events) FROM events_minutely WHERE product = {p:String}", p
+    )
+    hours = client.query(
+        "SELECT uniqCombinedMerge(14)(events) FROM events_hourly WHERE product = {p:String}", p
+    )
+    assert minutes.result_rows[0][0] == hours.result_rows[0][0] == 3
+    client.insert(
+        "identity_links",
+        [[product, "a1", "u1", early, "e9", "linked"]] * 2,
+        column_names=["product", "anonymous_id", "user_id", "linked_at", "event_id", "status"],
+    )
+    links = client.query(
+        "SELECT uniqCombinedMerge(14)(links) FROM identity_links_daily WHERE product = {p:String}",
+        p,
+    )
+    assert links.result_rows[0][0] == 1
+    persons = client.query("SELECT persons FROM active_persons_daily WHERE product = {p:String}", p)
+    assert {r[0] for r in persons.result_rows} == {1}, "u1 each day: a1 resolves to u1"
+
+
+def test_a_materialized_property_is_its_own_column(client: Client, product: str) -> None:
+    table = f"events_props_{product}"
+    client.command(f"CREATE TABLE {table} AS events")
+    old = clean(product, "e0", properties='{"plan": "free"}')
+    EventWriter(client).insert_rows(EVENTS, [EVENTS.row(old)])
+    client.command(f"INSERT INTO {table} SELECT * FROM events WHERE product = '{product}'")
+    assert materialize_properties(client, ["plan"], table) == ["property_plan"]
+    assert materialize_properties(client, ["plan"], table) == ["property_plan"], "idempotent"
+    rows = [
+        clean(product, "e1", properties='{"plan": "pro", "n": 1}'),
+        clean(product, "e2", properties='{"n": 2}'),
+        clean(product, "e3", properties='{"plan": 3}'),
+    ]
+    client.insert(table, [EVENTS.row(r) for r in rows], column_names=list(EVENTS.columns))
+    got = client.query(f"SELECT event_id, property_plan FROM {table} ORDER BY event_id")
+    assert got.result_rows == [("e0", "free"), ("e1", "pro"), ("e2", ""), ("e3", "3")]
+    with pytest.raises(ValueError, match="letters, digits"):
+        materialize_properties(client, ["plan'); DROP TABLE events; --"], table)
+    client.command(f"DROP TABLE {table}")
 
 
 def test_event_roundtrips_through_avro_and_clickhouse(client: Client, product: str) -> None:

@@ -125,7 +125,7 @@ def test_one_batch_dedupes_links_and_writes_each_table_entry_to_its_partition() 
     agent = EventAgent(Outbox(publisher, codec, "rejected"), "clean", "ids", seen, links, WINDOW)  # type: ignore[arg-type]
     counts = asyncio.run(agent.handle(events))  # type: ignore[arg-type]
 
-    assert counts == {"forwarded": 2, "duplicate": 1}
+    assert counts == {"clean:": 2, "duplicate:dedupe": 1}
     clean = [codec.decode(v)[1] for t, _, v, _ in publisher.sent if t == "clean"]
     assert [c["person_id"] for c in clean] == ["u1", "u1"], "the link made earlier in the batch"
     changelogs = {(t, k, p) for t, k, _, p in publisher.sent if t.endswith("changelog")}
