@@ -286,9 +286,12 @@ class AvroCodec:
         """
         schema = self._newest[record]
         sync = os.urandom(16)
-        body = b"".join(
-            [m[HEADER_LEN if m[0] == 0xC3 else CONFLUENT_HEADER_LEN :] for m in messages]
-        )
+        if self._registry is None:  # is_newest passed: every one is single-object encoded
+            body = b"".join([m[HEADER_LEN:] for m in messages])
+        else:
+            body = b"".join(
+                [m[HEADER_LEN if m[0] == 0xC3 else CONFLUENT_HEADER_LEN :] for m in messages]
+            )
         return b"".join(
             [_container_header(schema, sync), _long(len(messages)), _long(len(body)), body, sync]
         )
