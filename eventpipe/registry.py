@@ -4,6 +4,10 @@ Subjects follow the topic-name strategy (confluent-kafka's ``topic_subject_name_
 a record's schema is registered under ``<topic>-value`` of the one topic that carries it, so
 the registry's subjects are our topic names (prefix included) and any registry-aware reader
 (confluent-kafka's ``AvroDeserializer``, kcat ``-s value=avro``, Kafka Connect) finds them.
+One subject holds one record's versions: a further record on a topic whose subject is taken
+goes under ``<topic>-<record full name>`` (the topic-record strategy; readers find a schema by
+its id, whatever its subject). Every record the codec writes must have a subject here, or a
+process with a registry refuses to start (no record is ever written in the other framing).
 
 When a process starts, its codec registers the newest shipped schema of every record, in the
 order of :data:`RECORDS` (every process the same). A schema already under its subject only gets
@@ -67,7 +71,10 @@ def subjects(topics: TopicNames) -> dict[str, str]:
         IDENTITY_LINK: topics.identities,
         REJECTED_EVENT: topics.rejected,
     }
-    return {record: subject(by_record[record]) for record in RECORDS}
+    sharing: dict[str, str] = {}
+    """Records on a topic whose ``-value`` subject is another record's (name -> topic)."""
+    out = {record: subject(by_record[record]) for record in RECORDS}
+    return out | {record: f"{topic}-{record}" for record, topic in sharing.items()}
 
 
 class Registry:
@@ -86,8 +93,13 @@ class Registry:
     def register(self, schemas: dict[str, str]) -> dict[str, int]:
         """The id of each record's schema under its subject, registered if new (retried while
         the registry is unreachable, at most ``START_TIMEOUT_S``)."""
+        missing = sorted(schemas.keys() - self.subjects.keys())
+        if missing:
+            raise RuntimeError(f"no registry subject for {missing}: see eventpipe.registry")
         ids: dict[str, int] = {}
         for record, subj in self.subjects.items():
+            if record not in schemas:
+                continue
             for attempt in _retrying(START_TIMEOUT_S):
                 with attempt:
                     ids[record] = self._register(subj, schemas[record])

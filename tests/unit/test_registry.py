@@ -221,6 +221,12 @@ def test_processes_registering_in_one_order_get_the_same_ids_from_separate_mocks
     assert Registry(mock_client(), subjects(TOPICS)).client is not None
 
 
+def test_a_record_without_a_subject_stops_the_codec_rather_than_write_another_framing() -> None:
+    partial = {k: v for k, v in subjects(TOPICS).items() if k != IDENTITY_LINK}
+    with pytest.raises(RuntimeError, match="IdentityLink"):
+        AvroCodec(Registry(mock_client(), partial))
+
+
 def test_codec_for_settings() -> None:
     assert AvroCodec().encode(RAW_EVENT, VALUES[RAW_EVENT])[:2] == b"\xc3\x01"
     plain = codec_for(Settings())
