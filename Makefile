@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 .PHONY: dev test test-tools lint typecheck install clean bench
 
 $(BIN)/.installed: pyproject.toml
-	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "eventpipe needs Python 3.11"'
+	$(PYTHON) -c 'import sys; assert (3, 11) <= sys.version_info[:2] <= (3, 13), "eventpipe needs Python 3.11 to 3.13"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'

@@ -1,10 +1,17 @@
 """The Avro codec: the only code that turns records into Kafka bytes and back.
 
-Framing is Avro single-object encoding (Avro specification: ``C3 01``, then the 8-byte
-little-endian CRC-64-AVRO fingerprint of the writer schema's Parsing Canonical Form, then the
-binary body). Writer schemas are resolved against every version shipped in ``schemas/``, and a
-record is read with the newest version of its name, so old records in ``events.raw`` stay readable
-after a schema evolves.
+Two framings of the same Avro binary body:
+
+* Avro single-object encoding (the Avro specification: ``C3 01``, then the 8-byte little-endian
+  CRC-64-AVRO fingerprint of the writer schema's Parsing Canonical Form), resolved against the
+  versions shipped in ``schemas/``: no registry process is needed. Written without a registry.
+* Confluent's wire format (``00``, then the 4-byte big-endian schema id), resolved through a
+  Confluent Schema Registry (``eventpipe.registry``). Written when a registry is configured.
+
+Decoding takes either, whichever the codec writes, so a topic can switch framing while records
+of both are in it; a Confluent-framed record needs a registry to be read. A record is read with
+the newest shipped version of its name, so old records in ``events.raw`` stay readable after a
+schema evolves (and so do records of a version a newer producer registered).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import fastavro
 import fastavro.schema
@@ -24,10 +31,24 @@ from schemas import schema_files
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
+CONFLUENT_MAGIC = b"\x00"
+CONFLUENT_HEADER_LEN = 5
 
 
 class CodecError(ValueError):
     """Bytes that are not a record of a known schema; carries what was wrong."""
+
+
+class SchemaRegistry(Protocol):
+    """What the codec needs of a schema registry (``eventpipe.registry.Registry``)."""
+
+    def register(self, schemas: dict[str, str]) -> dict[str, int]:
+        """Schema ids of the schemas (JSON text by record name), registered if need be."""
+        ...
+
+    def writer_schema(self, schema_id: int) -> str:
+        """The schema (JSON text) of an id; raises ``CodecError`` when there is none."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -52,18 +73,21 @@ def _without_logical_types(schema: Any) -> Any:
     return schema
 
 
+def _schema(raw: Any, version: int) -> _Schema:
+    parsed = fastavro.parse_schema(raw)
+    millis = fastavro.parse_schema(_without_logical_types(raw))
+    pcf = fastavro.schema.to_parsing_canonical_form(raw)
+    fp = bytes.fromhex(fastavro.schema.fingerprint(pcf, "CRC-64-AVRO"))
+    name = raw["name"] if "." in raw["name"] else f"{raw.get('namespace', '')}.{raw['name']}"
+    return _Schema(name, version, parsed, millis, fp, json.dumps(raw).encode())
+
+
 def _load() -> list[_Schema]:
     out = []
     for path in schema_files():
         stem = path.name.removesuffix(".avsc")  # e.g. raw_event.v1
         _, _, v = stem.rpartition(".v")
-        raw = json.loads(path.read_text())
-        parsed = fastavro.parse_schema(raw)
-        millis = fastavro.parse_schema(_without_logical_types(raw))
-        pcf = fastavro.schema.to_parsing_canonical_form(raw)
-        fp = bytes.fromhex(fastavro.schema.fingerprint(pcf, "CRC-64-AVRO"))
-        name = f"{raw['namespace']}.{raw['name']}"
-        out.append(_Schema(name, int(v), parsed, millis, fp, json.dumps(raw).encode()))
+        out.append(_schema(json.loads(path.read_text()), int(v)))
     return out
 
 
@@ -161,16 +185,17 @@ def _container_header(schema: _Schema, sync: bytes) -> bytes:
 
 
 class AvroCodec:
-    """Encode by record name (newest version), decode by fingerprint (any shipped version)."""
+    """Encode by record name (newest version), decode by fingerprint or schema id.
 
-    def __init__(self, registry_url: str | None = None) -> None:
-        if registry_url:
-            # Confluent framing needs a registry client; until it ships, refuse loudly rather
-            # than write bytes that registry-aware consumers would misread.
-            raise NotImplementedError(
-                "EVENTPIPE_SCHEMA_REGISTRY_URL is set, but Confluent framing is not implemented "
-                "yet; unset it to use Avro single-object encoding"
-            )
+    Without ``registry`` it writes single-object encoding; with one, Confluent framing, with
+    the newest schema of each record registered (``SchemaRegistry.register``) when the codec
+    is made, so a process that cannot register fails at its start, not at its first record.
+    Build it from settings with ``eventpipe.registry.codec_for``.
+    """
+
+    def __init__(self, registry: SchemaRegistry | None = None) -> None:
+        if isinstance(registry, str):
+            raise TypeError("AvroCodec takes a registry client: eventpipe.registry.codec_for")
         schemas = _load()
         self._by_fp = {s.fingerprint: s for s in schemas}
         self._newest: dict[str, _Schema] = {}
@@ -178,24 +203,33 @@ class AvroCodec:
             cur = self._newest.get(s.name)
             if cur is None or s.version > cur.version:
                 self._newest[s.name] = s
+        self._registry = registry
+        self._by_id: dict[bytes, _Schema] = {}
+        """Writer schemas by the 4 bytes of their id, as resolved so far (ids never change)."""
+        self._header = {name: MAGIC + s.fingerprint for name, s in self._newest.items()}
+        if registry is not None:
+            texts = {name: s.text.decode() for name, s in self._newest.items()}
+            for name, schema_id in registry.register(texts).items():
+                id_bytes = schema_id.to_bytes(4, "big")
+                self._by_id[id_bytes] = self._newest[name]
+                self._header[name] = CONFLUENT_MAGIC + id_bytes
         self._flat = {name: _flat_encoder(s.text) for name, s in self._newest.items()}
         raw = self._newest[RAW_EVENT]
         layout = tuple((f["name"], f["type"]) for f in json.loads(raw.text)["fields"])
-        self._raw_header = MAGIC + raw.fingerprint if layout == _RAW_LAYOUT else None
+        self._raw_header = self._header[RAW_EVENT] if layout == _RAW_LAYOUT else None
 
     def encode(self, record: str, value: dict[str, Any]) -> bytes:
         """``record`` is the full name, e.g. ``eventpipe.RawEvent``."""
-        s = self._newest[record]
+        header = self._header[record]
         flat = self._flat[record]
         if flat is not None:
             try:
-                return MAGIC + s.fingerprint + flat(value)
+                return header + flat(value)
             except Exception:  # fastavro writes it, or says exactly why not
                 pass
         buf = io.BytesIO()
-        buf.write(MAGIC)
-        buf.write(s.fingerprint)
-        fastavro.schemaless_writer(buf, s.parsed, value)
+        buf.write(header)
+        fastavro.schemaless_writer(buf, self._newest[record].parsed, value)
         return buf.getvalue()
 
     def raw_encoder(
@@ -236,19 +270,28 @@ class AvroCodec:
         return encode
 
     def is_newest(self, record: str, data: bytes) -> bool:
-        """True when ``data`` is framed as a ``record`` of the newest schema (body unchecked)."""
-        return data[2:HEADER_LEN] == self._newest[record].fingerprint and data[:2] == MAGIC
+        """True when ``data`` is framed (either way) as a ``record`` of the newest schema, body
+        unchecked. A schema id not resolved yet counts as not newest: decoding resolves it."""
+        if data[:2] == MAGIC:
+            return data[2:HEADER_LEN] == self._newest[record].fingerprint
+        return data[:1] == CONFLUENT_MAGIC and self._by_id.get(data[1:5]) is self._newest[record]
 
     def container(self, record: str, messages: Sequence[bytes]) -> bytes:
         """An Avro object container of the ``messages``' bodies, which are not decoded.
 
         Why: ClickHouse reads a container (``FORMAT Avro``) in C++, so the sink hands it the
         bytes as they came from Kafka instead of decoding each record in Python (its main cost).
-        Every message must pass :meth:`is_newest`; a corrupt body fails the reader, not this.
+        Every message must pass :meth:`is_newest` (either framing: each loses its own header);
+        a corrupt body fails the reader, not this.
         """
         schema = self._newest[record]
         sync = os.urandom(16)
-        body = b"".join([m[HEADER_LEN:] for m in messages])
+        if self._registry is None:  # is_newest passed: every one is single-object encoded
+            body = b"".join([m[HEADER_LEN:] for m in messages])
+        else:
+            body = b"".join(
+                [m[HEADER_LEN if m[0] == 0xC3 else CONFLUENT_HEADER_LEN :] for m in messages]
+            )
         return b"".join(
             [_container_header(schema, sync), _long(len(messages)), _long(len(body)), body, sync]
         )
@@ -259,17 +302,25 @@ class AvroCodec:
         ``millis=True`` leaves timestamp-millis fields as integers: fastavro's conversion to
         tz-aware datetimes is half of its decode time, and the sink needs no datetime from it.
         """
-        if len(data) < HEADER_LEN or data[:2] != MAGIC:
-            raise CodecError("not Avro single-object encoded (missing C3 01 header)")
-        writer = self._by_fp.get(bytes(data[2:HEADER_LEN]))
-        if writer is None:
-            raise CodecError(f"unknown schema fingerprint {bytes(data[2:HEADER_LEN]).hex()}")
+        if data[:2] == MAGIC and len(data) >= HEADER_LEN:
+            writer = self._by_fp.get(bytes(data[2:HEADER_LEN]))
+            if writer is None:
+                raise CodecError(f"unknown schema fingerprint {bytes(data[2:HEADER_LEN]).hex()}")
+            body = data[HEADER_LEN:]
+        elif data[:1] == CONFLUENT_MAGIC and len(data) >= CONFLUENT_HEADER_LEN:
+            writer = self._writer_by_id(bytes(data[1:CONFLUENT_HEADER_LEN]))
+            body = data[CONFLUENT_HEADER_LEN:]
+        else:
+            raise CodecError(
+                "not Avro single-object encoded (missing C3 01 header) nor Confluent framed "
+                "(00 and a schema id)"
+            )
         reader = self._newest[writer.name]
         writer_schema = writer.parsed_millis if millis else writer.parsed
         reader_schema = reader.parsed_millis if millis else reader.parsed
         try:
             value = fastavro.schemaless_reader(
-                io.BytesIO(data[HEADER_LEN:]),
+                io.BytesIO(body),
                 writer_schema,
                 None if reader is writer else reader_schema,
             )
@@ -278,6 +329,33 @@ class AvroCodec:
         if not isinstance(value, dict):
             raise CodecError(f"{writer.name} did not decode to a record")
         return writer.name, value
+
+    def _writer_by_id(self, id_bytes: bytes) -> _Schema:
+        """The writer schema of a Confluent schema id: a shipped one when the registry's text is
+        one of them (same fingerprint), else the registry's, read with our newest of its name.
+
+        Only an id no process of ours registered reaches the registry here (once: cached).
+        """
+        writer = self._by_id.get(id_bytes)
+        if writer is not None:
+            return writer
+        schema_id = int.from_bytes(id_bytes, "big")
+        if self._registry is None:
+            raise CodecError(
+                f"Confluent framed (schema id {schema_id}) but no schema registry is configured "
+                "(EVENTPIPE_SCHEMA_REGISTRY_URL)"
+            )
+        text = self._registry.writer_schema(schema_id)
+        try:
+            raw = json.loads(text)
+            found = _schema(raw, 0)
+        except Exception as exc:  # not JSON, or not a schema fastavro parses
+            raise CodecError(f"schema id {schema_id} is no Avro record schema: {exc}") from exc
+        writer = self._by_fp.get(found.fingerprint, found)
+        if writer.name not in self._newest:
+            raise CodecError(f"schema id {schema_id} is a {writer.name}, not an eventpipe record")
+        self._by_id[id_bytes] = writer
+        return writer
 
 
 RAW_EVENT = "eventpipe.RawEvent"

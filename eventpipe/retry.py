@@ -1,8 +1,9 @@
 """The one retry policy: which failures are worth retrying, and how long to wait between tries.
 
 Every stage that retries (the worker's outbox, the sink's insert, topic creation, dev's worker
-supervisor) takes its backoff from :func:`backoff` and asks :func:`kafka_retryable` or
-:func:`clickhouse_retryable` whether a failure may pass on a later try.
+supervisor, schema registry requests) takes its backoff from :func:`backoff` and asks
+:func:`kafka_retryable`, :func:`clickhouse_retryable` or :func:`registry_retryable` whether a
+failure may pass on a later try.
 
 The split matters more than the waiting. A *retryable* failure (broker unreachable, a timeout,
 ClickHouse down) clears by itself, so the stage waits and tries again; the record is never
@@ -23,8 +24,14 @@ from typing import cast
 
 from clickhouse_connect.driver import exceptions as ch_errors
 from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.schema_registry import SchemaRegistryError
 from tenacity import RetryCallState, wait_exponential_jitter
 from tenacity.wait import wait_base
+
+try:  # the HTTP library confluent-kafka's registry client uses: httpx2 where installed
+    import httpx2 as registry_http
+except ImportError:  # pragma: no cover
+    import httpx as registry_http  # type: ignore[no-redef]
 
 FIRST_WAIT_S = 0.2
 MAX_WAIT_S = 5.0
@@ -104,6 +111,15 @@ def kafka_connect_refused(err: KafkaError) -> bool:
     if err.code() in KAFKA_CONNECT_REFUSED:
         return True
     return err.code() == KafkaError._TRANSPORT and "SSL routines" in err.str()
+
+
+def registry_retryable(exc: BaseException) -> bool:
+    """Whether a schema registry request may succeed on a later try: the registry unreachable,
+    or answering 5xx or 429. Any other answer (not found, unauthorized, an incompatible schema)
+    is the registry's last word."""
+    if isinstance(exc, SchemaRegistryError):
+        return exc.http_status_code >= 500 or exc.http_status_code == 429
+    return isinstance(exc, registry_http.TransportError | OSError)
 
 
 # --- ClickHouse ---------------------------------------------------------------------------------

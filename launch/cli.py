@@ -102,6 +102,26 @@ def migrate() -> None:
 
 
 @app.command()
+def tail(
+    topic: Annotated[str, typer.Argument(help="events.raw, events.clean, identities, ...")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="go on printing")] = False,
+    start: Annotated[
+        str | None, typer.Option("--from", help="an offset, a time (ISO 8601) or 15m ago")
+    ] = None,
+    last: Annotated[
+        int | None, typer.Option("-n", help="the last N records (10; all with --from)")
+    ] = None,
+    product: Annotated[str | None, typer.Option(help="only this workspace's records")] = None,
+    data_dir: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Print a topic's records decoded as JSON lines (either Avro framing)."""
+    from launch.tail import run_tail
+
+    s = _settings(data_dir=data_dir)
+    run_tail(s, topic, start=start, last=last, product=product, follow=follow)
+
+
+@app.command()
 def query(
     sql: Annotated[str, typer.Argument(help="a read-only SQL statement")],
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,

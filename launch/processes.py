@@ -21,6 +21,7 @@ from eventpipe.catalog import Catalog
 from eventpipe.codec import AvroCodec
 from eventpipe.dashboard import Dashboard
 from eventpipe.publisher import KafkaPublisher, publisher_for
+from eventpipe.registry import codec_for
 from eventpipe.settings import Settings
 from producers.app import create_app
 from producers.auth import KeyStore
@@ -87,5 +88,5 @@ def build_sink(
     if client is None:
         client = connect(settings.clickhouse_dsn, ca=settings.clickhouse_ca)
         migrate(client)
-    codec = AvroCodec(settings.schema_registry_url)
+    codec = codec_for(settings)
     return Sink(settings, client, codec, metrics=metrics, consumer_factory=consumer_factory)

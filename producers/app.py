@@ -24,6 +24,7 @@ from eventpipe.codec import AvroCodec
 from eventpipe.dashboard import Dashboard
 from eventpipe.errors import EventpipeError
 from eventpipe.publisher import Publisher
+from eventpipe.registry import codec_for
 from eventpipe.settings import Settings
 from eventpipe.topics import TopicNames
 from producers import named, openapi, segment, v1, v2
@@ -73,7 +74,7 @@ def create_app(
         keys=keys,
         limiter=RateLimiter(time.monotonic),
         publisher=publisher,
-        codec=codec or AvroCodec(settings.schema_registry_url),
+        codec=codec or codec_for(settings),
         raw_topic=topics.raw,
         clock_ms=lambda: int(clock() * 1000),
         max_body_bytes=settings.max_body_bytes,

@@ -27,8 +27,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from eventpipe.codec import REDRIVE_OUTCOME, AvroCodec
+from eventpipe.codec import REDRIVE_OUTCOME
 from eventpipe.drain import Offsets
+from eventpipe.registry import codec_for
 from eventpipe.settings import Settings
 from replay.rules import Rules
 from replay.run import Writer, delete_superseded, wait_for_sink
@@ -94,7 +95,7 @@ def redrive(
             console.print(f"{len(rows):,} rejections chosen: a dry run (pass --execute)")
     result = RedriveResult(dry_run)
     rules = Rules(store, settings.dedupe_window_seconds * 1000)
-    writer = None if dry_run else Writer(settings, AvroCodec(settings.schema_registry_url))
+    writer = None if dry_run else Writer(settings, codec_for(settings))
     changed: dict[str, list[str]] = {}
     since_ms = store.now_ms()
     try:

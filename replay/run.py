@@ -42,6 +42,7 @@ from eventpipe.codec import CLEAN_EVENT, IDENTITY_LINK, RAW_EVENT, AvroCodec, Co
 from eventpipe.drain import Offsets
 from eventpipe.kafka import consumer_config
 from eventpipe.publisher import publisher_for
+from eventpipe.registry import codec_for
 from eventpipe.settings import Settings
 from eventpipe.topics import TopicNames
 from replay.report import Display, resume_hint, summary_table
@@ -177,7 +178,7 @@ class _Replay:
         self.settings, self.store, self.options = settings, store, options
         self.console, self.stop = console, stop
         self.topics = TopicNames.from_settings(settings)
-        self.codec = AvroCodec(settings.schema_registry_url)
+        self.codec = codec_for(settings)
         group = f"eventpipe-replay-{uuid.uuid4().hex[:12]}"  # librdkafka wants one; never joined
         self.consumer = Consumer(consumer_config(settings, group, **{"enable.partition.eof": True}))
         self.offsets = Offsets(settings.bootstrap)

@@ -15,9 +15,10 @@ from faust.types import TransportT
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
-from eventpipe.codec import RAW_EVENT, AvroCodec
+from eventpipe.codec import RAW_EVENT
 from eventpipe.kafka_security import WorkerSecurity, worker_security
 from eventpipe.publisher import Publisher
+from eventpipe.registry import codec_for
 from eventpipe.settings import Settings
 from eventpipe.topics import TopicNames
 from streams import fetchwait
@@ -120,7 +121,7 @@ def create_app(settings: Settings, publisher: Publisher) -> faust.App:
     The agent publishes its outputs and its tables' changelog records through ``publisher``
     (``streams.outbox``), not Faust's producer.
     """
-    codec = AvroCodec(settings.schema_registry_url)  # refuses a registry, like the edge's
+    codec = codec_for(settings)
     register_codecs(codec)
     app = App(app_id(settings), **faust_config(settings))
     app.fetch_wait_ms = settings.workarounds.fetch_wait_ms

@@ -27,11 +27,14 @@ def cli_commands() -> set[str]:
 
 def test_compose_runs_each_process_with_settings_that_exist() -> None:
     services = compose()["services"]
-    assert {"kafka", "clickhouse", "edge", "worker", "sink"} <= services.keys()
+    assert {"kafka", "clickhouse", "schema-registry", "edge", "worker", "sink"} <= services.keys()
     fields = set(Settings.model_fields)
     for name in ("edge", "worker", "sink"):
         svc = services[name]
         assert svc["command"][0] == name
+        assert svc["depends_on"]["schema-registry"] == {"condition": "service_healthy"}
+        registry = svc["environment"]["EVENTPIPE_SCHEMA_REGISTRY_URL"]
+        assert registry == "http://schema-registry:8081", "every process writes one framing"
         for var in svc["environment"]:
             assert var.startswith("EVENTPIPE_")
             assert var.removeprefix("EVENTPIPE_").lower() in fields, var
