@@ -57,8 +57,8 @@ def changelog_values(stack: Stack, key: bytes, want: int, timeout_s: float = 30.
 
 
 def dedupe_notices(stack: Stack, ws: Workspace) -> int:
-    sql = f"SELECT count() AS n FROM rejected_events WHERE product = '{ws.product}'"
-    return int(stack.query(f"{sql} AND stage = 'dedupe'")[0]["n"])
+    sql = f"SELECT count() AS n FROM dedupe_notices WHERE product = '{ws.product}'"
+    return int(stack.query(sql)[0]["n"])
 
 
 def test_a_key_is_dropped_within_the_window_and_forgotten_after_it(own_stack: Stack) -> None:
@@ -74,7 +74,7 @@ def test_a_key_is_dropped_within_the_window_and_forgotten_after_it(own_stack: St
 
     # Within the window: the retry is dropped and reported.
     stack.wait_for(
-        f"SELECT event_id FROM rejected_events WHERE product = '{ws.product}' AND stage = 'dedupe'",
+        f"SELECT event_id FROM dedupe_notices WHERE product = '{ws.product}'",
         lambda rs: [r["event_id"] for r in rs] == [event_id],
     )
     row = stack.query(f"SELECT toUnixTimestamp64Milli(received_at) AS ms FROM events "

@@ -264,10 +264,7 @@ def test_an_outage_longer_than_max_poll_interval_keeps_the_sink_in_its_group(
         DOWN_FILE.unlink(missing_ok=True)
 
     stack.wait_for(events_sql, lambda rs: rs[0]["n"] >= len(accepted))
-    rejected_sql = (
-        f"SELECT count() AS n FROM rejected_events WHERE product = '{ws.product}' "
-        "AND stage = 'dedupe'"
-    )
+    rejected_sql = f"SELECT count() AS n FROM dedupe_notices WHERE product = '{ws.product}'"
     stack.wait_for(rejected_sql, lambda rs: rs[0]["n"] >= 200)
     rows = stack.query(
         f"SELECT event_id, count() AS n FROM events WHERE product = '{ws.product}' GROUP BY 1"
