@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import fastavro
 import fastavro.schema
+from prometheus_client import Counter
 
 from schemas import schema_files
 
@@ -33,6 +34,14 @@ MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
 CONFLUENT_MAGIC = b"\x00"
 CONFLUENT_HEADER_LEN = 5
+
+
+ENCODE_FALLBACKS = Counter(
+    "eventpipe_avro_encode_fallbacks_total",
+    "Records the flat encoder could not write, handed to fastavro (which writes them or raises)",
+    ["record", "reason"],
+)
+"""Counted, not swallowed: a rise means the fast path no longer covers what is sent."""
 
 
 class CodecError(ValueError):
@@ -225,8 +234,8 @@ class AvroCodec:
         if flat is not None:
             try:
                 return header + flat(value)
-            except Exception:  # fastavro writes it, or says exactly why not
-                pass
+            except Exception as exc:  # fastavro writes it, or says exactly why not
+                ENCODE_FALLBACKS.labels(record, type(exc).__name__).inc()
         buf = io.BytesIO()
         buf.write(header)
         fastavro.schemaless_writer(buf, self._newest[record].parsed, value)
