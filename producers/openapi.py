@@ -1,4 +1,6 @@
-"""The edge's OpenAPI 3.1 document (served at ``GET /openapi.json``): the six ingestion endpoints.
+"""The edge's OpenAPI 3.1 document (served at ``GET /openapi.json``): the six ingestion endpoints
+here, the edge's other routes (Segment, the catalog, journeys, dashboard data) from
+``producers.api_paths``.
 
 The request schemas are generated from the types the dialect parsers decode into
 (``eventpipe.dialects``), whose annotations carry the limits and name patterns of
@@ -30,6 +32,7 @@ from eventpipe.dialects.named import NamedEvent
 from eventpipe.dialects.v1 import MAX_KEY_LENGTH, V1Event
 from eventpipe.dialects.v2 import V2Event
 from eventpipe.naming import FLAT_PATTERN
+from producers import api_paths
 
 Schema = dict[str, Any]
 
@@ -249,29 +252,42 @@ def _operation(summary: str, request: str, ok: str, *, idempotency: bool = False
     return op
 
 
+INGESTION_PATHS: dict[str, Schema] = {
+    "/api/v2/events": {"post": _operation("v2: one event", "V2Event", "V2Result")},
+    "/api/v2/events/batch": {"post": _operation("v2: a batch", "V2Batch", "V2BatchResult")},
+    "/v1/events": {"post": _operation("v1: one event", "V1Event", "V1Result", idempotency=True)},
+    "/v1/batch/events": {
+        "post": _operation("v1: a batch", "V1Batch", "V1BatchResult", idempotency=True)
+    },
+    "/named/events": {"post": _operation("named: one event", "NamedEvent", "V1Result")},
+    "/named/events/batch": {"post": _operation("named: a batch", "NamedBatch", "V1BatchResult")},
+}
+
+
+def _merged(*groups: dict[str, Schema]) -> dict[str, Schema]:
+    """Paths by path, each path's operations from every group (a path may be in two: one
+    ``POST /api/v2/events`` ingests, its ``GET`` looks events up)."""
+    out: dict[str, Schema] = {}
+    for group in groups:
+        for path, operations in group.items():
+            out.setdefault(path, {}).update(operations)
+    return out
+
+
 def openapi(max_events: int = 1000) -> dict[str, Any]:
     """The document; ``max_events`` is the configured batch limit."""
     return {
         "openapi": "3.1.0",
         "info": {"title": "eventpipe edge", "version": "1"},
         "security": [{"bearerAuth": []}],
-        "paths": {
-            "/api/v2/events": {"post": _operation("v2: one event", "V2Event", "V2Result")},
-            "/api/v2/events/batch": {"post": _operation("v2: a batch", "V2Batch", "V2BatchResult")},
-            "/v1/events": {
-                "post": _operation("v1: one event", "V1Event", "V1Result", idempotency=True)
-            },
-            "/v1/batch/events": {
-                "post": _operation("v1: a batch", "V1Batch", "V1BatchResult", idempotency=True)
-            },
-            "/named/events": {"post": _operation("named: one event", "NamedEvent", "V1Result")},
-            "/named/events/batch": {
-                "post": _operation("named: a batch", "NamedBatch", "V1BatchResult")
-            },
-        },
+        "paths": _merged(INGESTION_PATHS, api_paths.paths()),
         "components": {
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer"},
+                "basicAuth": {"type": "http", "scheme": "basic"},
+            },
             "schemas": {
+                **api_paths.components(),
                 **request_schemas(max_events),
                 "Error": ERROR,
                 "V2Result": {

@@ -56,6 +56,7 @@ T = TypeVar("T")
 
 DIALECT = "segment"
 SINGLE_CALLS = ("track", "identify", "page", "screen", "group", "alias")
+BATCH_PATHS = ("/v1/batch", "/v1/import")
 ENCODINGS = frozenset({"identity", "gzip", "x-gzip"})
 _WRITE_KEY = b'"writeKey"'
 _UNPARSED = EventName("segment", "unparsed", NameFormat.SEGMENT)
@@ -90,7 +91,7 @@ def routes(ingest: Ingest, max_events: int) -> list[Route]:
         for call in SINGLE_CALLS
     ]
     batch = _answer(_batch(ingest, max_events))
-    return [*out, *(Route(path, batch, methods=["POST"]) for path in ("/v1/batch", "/v1/import"))]
+    return [*out, *(Route(path, batch, methods=["POST"]) for path in BATCH_PATHS)]
 
 
 Handler = Callable[[Request], Awaitable[Response]]

@@ -135,3 +135,79 @@ def test_one_string_names_are_valid_exactly_when_the_parser_accepts_them(name: s
     assert _valid("V1Event", v1) is _parses("V1Event", v1), name
     named = {"name": name, "data": {}}
     assert _valid("NamedEvent", named) is _parses("NamedEvent", named), name
+
+
+UNDOCUMENTED = {"/healthz", "/openapi.json", "/metrics", "/dashboard", "/dashboard/static/{name}"}
+"""Served, and left out of the document on purpose: probes, the document itself, the page."""
+
+
+def _served() -> set[tuple[str, str]]:
+    from typing import cast
+
+    from eventpipe.catalog import Catalog
+    from eventpipe.settings import Settings
+    from producers.app import create_app, guard
+    from producers.auth import KeyStore
+    from producers.catalog import catalog_routes
+    from producers.journey_routes import journey_routes
+    from sinks.store import EventStore
+    from tests.fakes import ScriptedPublisher
+
+    keys = KeyStore([], 100)
+    app = create_app(Settings(kafka_bootstrap="unused:9092"), ScriptedPublisher(), keys)
+    # The catalog's and the journeys' routes only touch their store inside the handlers.
+    routes = [
+        *app.routes,
+        *catalog_routes(cast(Catalog, None), keys, guard),
+        *journey_routes(cast(EventStore, None), keys, guard),
+    ]
+    return {
+        (r.path, m.lower())
+        for r in routes
+        if r.path not in UNDOCUMENTED and not r.path.startswith("/admin")
+        for m in (r.methods or ()) - {"HEAD"}
+    }
+
+
+def test_every_served_route_is_documented_and_nothing_else() -> None:
+    documented = {(p, m) for p, ops in DOC["paths"].items() for m in ops}
+    assert documented == _served()
+
+
+def test_every_reference_resolves() -> None:
+    text = json.dumps(DOC)
+    for name in {ref.rsplit("/", 1)[1] for ref in _refs(DOC)}:
+        assert name in DOC["components"]["schemas"], name
+    assert "#/components/schemas/" in text
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return found + [r for v in node.values() for r in _refs(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in _refs(v)]
+    return []
+
+
+@pytest.mark.parametrize(
+    ("body", "valid"),
+    [
+        ({"title": "Checkout", "pii": True, "tags": ["a"]}, True),
+        ({"title": "Checkout", "nope": 1}, False),
+        ({"pii": "yes"}, False),
+    ],
+)
+def test_the_catalog_create_schema_agrees_with_its_decoder(
+    body: dict[str, Any], valid: bool
+) -> None:
+    from eventpipe.catalog.model import Create, decode
+
+    validator = _validator("#/components/schemas/CatalogCreate")
+    try:
+        decode(json.dumps(body).encode(), Create)
+        decoded = True
+    except InvalidEvent:
+        decoded = False
+    assert decoded is valid
+    assert validator.is_valid(body) is valid
