@@ -16,6 +16,12 @@ from schemathesis import GenerationMode
 from tests.conftest import Stack, Workspace
 
 MAX_EXAMPLES = 30
+BOUNDED = settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 PATHS = [
     "/api/v2/events",
     "/api/v2/events/batch",
@@ -47,12 +53,7 @@ def test_no_5xx_and_every_4xx_explains_itself(
     auth = {"Authorization": f"Bearer {fuzz_ws.key}"}
 
     @given(case=edge_schema[path]["POST"].as_strategy(generation_mode=mode))
-    @settings(
-        max_examples=MAX_EXAMPLES,
-        deadline=None,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
+    @BOUNDED
     def check(case: schemathesis.Case) -> None:
         r = case.call(base_url=stack.url, headers=auth)
         assert r.status_code < 500, f"{case.method} {case.path}: {r.status_code} {r.text[:500]}"
@@ -86,12 +87,7 @@ def test_the_other_routes_never_answer_5xx(
     segment = path.startswith("/v1/")
 
     @given(case=edge_schema[path][method].as_strategy(generation_mode=mode))
-    @settings(
-        max_examples=MAX_EXAMPLES // 3,
-        deadline=None,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
+    @settings(BOUNDED, max_examples=MAX_EXAMPLES // 3)
     def check(case: schemathesis.Case) -> None:
         r = case.call(base_url=stack.url, headers=auth)
         assert r.status_code < 500, f"{case.method} {case.path}: {r.status_code} {r.text[:500]}"
