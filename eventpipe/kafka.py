@@ -240,3 +240,8 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
         exact={names.raw},
         timeout_s=timeout_s,
     )
+    # Compacted like a changelog: a suppression must outlive every retention (it is lifted
+    # with a tombstone, never by age).
+    create_topics(
+        settings, [names.suppressions], config=changelog_config(settings), timeout_s=timeout_s
+    )

@@ -16,6 +16,9 @@ RAW = "events.raw"
 CLEAN = "events.clean"
 IDENTITIES = "identities"
 REJECTED = "events.rejected"
+SUPPRESSIONS = "suppressions"
+"""Forgotten people (``eventpipe.suppression``), keyed by person: compacted and kept forever,
+not subject to the pipeline topics' retention (``eventpipe.kafka.ensure_topics``)."""
 
 ALL = (RAW, CLEAN, IDENTITIES, REJECTED)
 
@@ -28,6 +31,7 @@ class TopicNames:
     clean: str
     identities: str
     rejected: str
+    suppressions: str
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TopicNames:
@@ -37,7 +41,9 @@ class TopicNames:
             clean=p + CLEAN,
             identities=p + IDENTITIES,
             rejected=p + REJECTED,
+            suppressions=p + SUPPRESSIONS,
         )
 
     def all(self) -> tuple[str, ...]:
+        """The pipeline's data topics (the suppressions topic, a compacted control topic, apart)."""
         return (self.raw, self.clean, self.identities, self.rejected)

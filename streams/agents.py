@@ -56,7 +56,10 @@ from eventpipe.codec import CLEAN_EVENT, DEDUPE_NOTICE, IDENTITY_LINK
 from eventpipe.errors import InvalidEvent
 from eventpipe.event import clean_record, to_ms
 from eventpipe.identity import identity_key, resolve
-from streams.codec import Undecodable, dedupe_notice, mark_source, rejected
+from eventpipe.suppression import NONE as NO_SUPPRESSIONS
+from eventpipe.suppression import STAGE as SUPPRESSED_STAGE
+from eventpipe.suppression import Suppressions
+from streams.codec import Undecodable, dedupe_notice, mark_source, rejected, suppressed
 from streams.dedupe import Decision, decide, table_key
 from streams.dedupe_table import DedupeTable
 from streams.outbox import Outbox, batches
@@ -69,8 +72,14 @@ DEDUPE_DROPPED = PromCounter(
 PROCESSED = PromCounter(
     "eventpipe_worker_records_total",
     "Raw records handled by the worker: outcome clean, duplicate (stage dedupe) or rejected "
-    "(stage normalize, identity or decode)",
+    "(stage normalize, identity, decode or suppressed)",
     ["outcome", "stage"],
+)
+SUPPRESSED = PromCounter(
+    "eventpipe_suppressed_total",
+    "Events of a forgotten person dropped while suppressed, by the stage that dropped them "
+    "(worker, replay, redrive)",
+    ["by"],
 )
 DEDUPE_FORGOTTEN = PromCounter(
     "eventpipe_dedupe_forgotten_total", "Dedupe keys forgotten after the window (tombstoned)"
@@ -116,14 +125,27 @@ class Drop:
 Outcome = Forward | Reject | Drop
 
 
-def process(raw: Mapping[str, Any], seen: Callable[[bytes], int | None], window_ms: int) -> Outcome:
+def process(
+    raw: Mapping[str, Any],
+    seen: Callable[[bytes], int | None],
+    window_ms: int,
+    suppressions: Suppressions = NO_SUPPRESSIONS,
+) -> Outcome:
     """Decide what one decoded raw record becomes, given the first ``received_at`` stored for
-    a dedupe key (``seen``)."""
+    a dedupe key (``seen``) and the people forgotten (``suppressions``).
+
+    A forgotten person's event is rejected (stage ``suppressed``, no payload) before dedupe, so
+    it claims no dedupe key, and before linking, so it links nothing: an anonymous id first
+    seen with a forgotten user id is never linked to them (``eventpipe.suppression``).
+    """
     received_ms = to_ms(raw["received_at"])
     try:
         parsed = dialects.parse(raw["dialect"], raw["payload"], received_ms)
     except InvalidEvent as exc:
         return Reject(rejected(raw, "normalize", exc.message, exc.field))
+    record = clean_record(raw, parsed, person_id=parsed.actor_id)
+    if suppressions.matches(record):
+        return Reject(suppressed(raw))
     mark: tuple[bytes, int] | None = None
     external_id = raw["external_id"]
     if external_id is not None:
@@ -134,14 +156,17 @@ def process(raw: Mapping[str, Any], seen: Callable[[bytes], int | None], window_
             return Drop(raw["product"], key, dedupe_notice(raw, first_ms))
         if decision is Decision.FIRST:
             mark = (key, received_ms)
-    return Forward(clean_record(raw, parsed, person_id=parsed.actor_id), mark)
+    return Forward(record, mark)
 
 
 def _safe_process(
-    raw: Mapping[str, Any], seen: Callable[[bytes], int | None], window_ms: int
+    raw: Mapping[str, Any],
+    seen: Callable[[bytes], int | None],
+    window_ms: int,
+    suppressions: Suppressions,
 ) -> Outcome:
     try:
-        return process(raw, seen, window_ms)
+        return process(raw, seen, window_ms, suppressions)
     except Exception as exc:  # one bad record must not stop the partition
         log.warning("raw event failed", event_id=raw.get("event_id"), error=repr(exc))
         return Reject(rejected(raw, "normalize", f"internal error: {exc!r}"))
@@ -159,6 +184,8 @@ class EventAgent:
     links: Table[bytes, str]
     """Identity key -> the user id its anonymous id is linked to."""
     window_ms: int
+    suppressions: Suppressions = NO_SUPPRESSIONS
+    """The people forgotten, kept current by ``eventpipe.suppression_feed``."""
 
     def attach(self, app: App, source: TopicT) -> None:
         TABLE_KEYS.labels("dedupe").set_function(lambda: len(self.seen))
@@ -198,7 +225,7 @@ class EventAgent:
             msg = event.message
             mark_source(value, msg.topic, msg.partition, msg.offset)  # for its rejections
             self.seen.expiry.observe(event.message.partition, to_ms(value["received_at"]))
-            out = _safe_process(value, seen, self.window_ms)
+            out = _safe_process(value, seen, self.window_ms, self.suppressions)
             if isinstance(out, Drop):
                 self.outbox.notice(DEDUPE_NOTICE, out.notice)
                 DEDUPE_DROPPED.labels(out.product).inc()
@@ -217,6 +244,8 @@ class EventAgent:
                 out = Reject(rejected(value, "identity", err))
             self.outbox.reject(out.record)
             counts[f"rejected:{out.record['stage']}"] += 1
+            if out.record["stage"] == SUPPRESSED_STAGE:
+                SUPPRESSED.labels("worker").inc()
         await self.outbox.flush()  # then the tables have the batch's keys and links
         return counts
 

@@ -20,6 +20,8 @@ from eventpipe.kafka_security import WorkerSecurity, worker_security
 from eventpipe.publisher import Publisher
 from eventpipe.registry import codec_for
 from eventpipe.settings import Settings
+from eventpipe.suppression import NONE as NO_SUPPRESSIONS
+from eventpipe.suppression import Suppressions
 from eventpipe.topics import TopicNames
 from streams import fetchwait
 from streams.agents import EventAgent
@@ -115,8 +117,13 @@ def faust_credentials(security: WorkerSecurity) -> Any:
     return None
 
 
-def create_app(settings: Settings, publisher: Publisher) -> faust.App:
+def create_app(
+    settings: Settings, publisher: Publisher, suppressions: Suppressions = NO_SUPPRESSIONS
+) -> faust.App:
     """A Faust app wired for eventpipe; start it with ``streams.worker.run_worker``.
+
+    ``suppressions``: the people forgotten, which the agent drops (``streams.worker`` keeps them
+    current from the suppressions topic).
 
     The agent publishes its outputs and its tables' changelog records through ``publisher``
     (``streams.outbox``), not Faust's producer.
@@ -156,6 +163,7 @@ def create_app(settings: Settings, publisher: Publisher) -> faust.App:
         seen=seen,
         links=links,
         window_ms=window_ms,
+        suppressions=suppressions,
     ).attach(app, topic(names.raw, RAW_EVENT))
     return app
 

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from faust.serializers import codecs
 
+from eventpipe import suppression
 from eventpipe.codec import (
     CLEAN_EVENT,
     DEDUPE_NOTICE,
@@ -78,6 +79,17 @@ def rejected(
         "payload": raw["payload"],
         "external_id": raw.get("external_id"),
         **_source(raw),
+    }
+
+
+def suppressed(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``RejectedEvent`` of a suppressed person's raw record (``eventpipe.suppression``):
+    where it was read and when, nothing of what it said (no payload, no field, no external id:
+    an SDK's message id can be as telling as the event). It cannot be redriven."""
+    return {
+        **rejected(raw, suppression.STAGE, suppression.REASON),
+        "payload": b"",
+        "external_id": None,
     }
 
 

@@ -26,6 +26,7 @@ from eventpipe.lag import WORKER_LAG, LagMonitor
 from eventpipe.metrics import serve_metrics
 from eventpipe.publisher import publisher_for
 from eventpipe.settings import Settings
+from eventpipe.suppression_feed import SuppressionFeed
 from eventpipe.topics import TopicNames
 from streams.app import app_id, changelog_topics, create_app
 from streams.changelog import prepare_changelogs
@@ -88,8 +89,10 @@ def run_worker(settings: Settings) -> None:
     if ready_file is not None:
         remove_ready_file(ready_file)
     ensure_topics(settings)  # a refused login or a missing topic stops the worker here
+    # Every suppression is loaded before the first raw record is read (eventpipe.suppression_feed).
+    feed = SuppressionFeed(settings, TopicNames.from_settings(settings).suppressions).start()
     publisher = publisher_for(settings)
-    app = create_app(settings, publisher)
+    app = create_app(settings, publisher, feed.suppressions)
     if ready_file is not None:
         attach_ready_file(app, ready_file)
     prepare_changelogs(settings, changelog_topics(app))
@@ -119,6 +122,7 @@ def run_worker(settings: Settings) -> None:
             raise
     finally:
         lag.close()
+        feed.close()
         server.close()
         publisher.close()  # the agents awaited every send: nothing is left but to stop it
         if ready_file is not None:
