@@ -54,7 +54,9 @@ from producers.admin import admin_routes
 from producers.auth import new_key
 from producers.query import ReadOnlyQuery
 from producers.server import Shutdown, serve
+from replay.forget import Forgetter
 from sinks.clickhouse import connect, materialize_properties, migrate, redact
+from sinks.forget import PersonEraser
 from sinks.store import EventStore
 
 log = structlog.get_logger(__name__)
@@ -215,9 +217,14 @@ def run_dev(settings: Settings) -> None:
         store = EventStore(connect(settings.clickhouse_dsn, ca=ca))  # replay's: /admin/store
         # The dashboard reads on a read-only client of its own (chDB: per-client session).
         dashboard = Dashboard(connect(settings.clickhouse_dsn, readonly=True, ca=ca))
+        # Forgetting writes: a client of its own on the directory we own (replay.forget).
+        forgetter = Forgetter(
+            settings, PersonEraser(connect(settings.clickhouse_dsn, ca=ca)), worker_group
+        )
+        stack.callback(forgetter.close)
         edge = build_edge(
             settings,
-            admin=lambda keys: admin_routes(settings, keys, query),
+            admin=lambda keys: admin_routes(settings, keys, query, forgetter),
             catalog=catalog,
             store=store,
             dashboard=dashboard,

@@ -14,9 +14,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import orjson
 
 from eventpipe.broker import BrokerProfile
 from eventpipe.settings import Settings
+from eventpipe.suppression import Suppression
 from launch.dev import DevState
 from sinks.store import EventStore, Link, RejectedFilter, Store
 
@@ -70,6 +72,10 @@ class DevStore:
 
     def delete_events(self, product: str, ids: Sequence[str]) -> int:
         return int(self._call("delete_events", {"product": product, "ids": list(ids)})["deleted"])
+
+    def suppressions(self) -> list[Suppression]:
+        found = self._call("suppressions", {})["suppressions"]
+        return [Suppression.from_json(orjson.dumps(s)) for s in found]
 
     def rejected_groups(self, f: RejectedFilter) -> list[dict[str, Any]]:
         groups: list[dict[str, Any]] = self._call("rejected_groups", {"filter": f.to_json()})[

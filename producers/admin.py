@@ -1,4 +1,5 @@
-"""The admin routes: mint (POST) and revoke (DELETE) workspace keys, and read-only SQL.
+"""The admin routes: mint (POST) and revoke (DELETE) workspace keys, read-only SQL, and forget
+(POST) a person or lift (DELETE) their suppression (``replay.forget``).
 
 They exist only when an admin token is configured, and only where the process that builds the
 app puts them: ``eventpipe edge`` serves them on a listener of their own
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import structlog
@@ -25,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from eventpipe.errors import InvalidRequest, NotSupported, Unauthorized
+from eventpipe.identity import valid_id
 from eventpipe.settings import ApiKeyConfig, Settings
 from producers.app import guard
 from producers.auth import KeyStore, hash_key, new_key
@@ -33,6 +35,16 @@ from producers.ingest import json_response
 log = structlog.get_logger(__name__)
 
 QueryFn = Callable[[str], tuple[list[str], list[list[Any]]]]
+
+
+class Forgetting(Protocol):
+    """What ``/admin/forget`` calls (``replay.forget.Forgetter``)."""
+
+    def forget(self, product: str, person_id: str) -> dict[str, Any]: ...
+
+    def lift(self, product: str, person_id: str) -> dict[str, Any]: ...
+
+
 KEY_FIELDS = ("product", "source", "rate_limit_per_minute")
 
 
@@ -68,8 +80,34 @@ def _key_config(body: dict[str, Any], key: str) -> ApiKeyConfig:
         raise InvalidRequest(f"'{field}' {reason}, got {value!r:.80}", field=field) from None
 
 
-def admin_routes(settings: Settings, keys: KeyStore, query: QueryFn | None) -> list[Route]:
-    """The /admin routes for ``settings.admin_token`` holders; none without a token."""
+def _person(body: dict[str, Any]) -> tuple[str, str]:
+    """(product, person id) of a forget or lift request."""
+    unknown = sorted(set(body) - {"product", "person_id"})
+    if unknown:
+        raise InvalidRequest(f"unknown field {unknown[0]!r}", field=unknown[0])
+    out = []
+    for name in ("product", "person_id"):
+        value = body.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidRequest(f"'{name}' is required (a non-empty string)", field=name)
+        out.append(value)
+    if valid_id(out[1]) is None:
+        # Placeholders are nobody's (eventpipe.identity): forgetting "null" would erase everyone.
+        raise InvalidRequest(
+            f"'person_id' {out[1]!r} is a placeholder, not a person", field="person_id"
+        )
+    return out[0], out[1]
+
+
+def admin_routes(
+    settings: Settings,
+    keys: KeyStore,
+    query: QueryFn | None,
+    forget: Forgetting | None = None,
+) -> list[Route]:
+    """The /admin routes for ``settings.admin_token`` holders; none without a token.
+    ``forget``: what serves ``/admin/forget`` (only where this process owns a ClickHouse
+    writer: ``eventpipe dev``)."""
     token = settings.admin_token
     if not token:
         return []
@@ -110,9 +148,24 @@ def admin_routes(settings: Settings, keys: KeyStore, query: QueryFn | None) -> l
             media_type="application/json",
         )
 
+    async def admin_forget(request: Request) -> Response:
+        """POST forgets a person (their rows deleted, their events suppressed); DELETE lifts
+        the suppression. Both answer once done (a forget waits for the pipeline to pass it)."""
+        admin_only(request)
+        if forget is None:
+            raise NotSupported(
+                "this process owns no ClickHouse writer: run `eventpipe forget` with "
+                "EVENTPIPE_CLICKHOUSE_URL and EVENTPIPE_KAFKA_BOOTSTRAP"
+            )
+        product, person_id = _person(await _json_body(request))
+        if request.method == "DELETE":
+            return json_response(await run_in_threadpool(forget.lift, product, person_id))
+        return json_response(await run_in_threadpool(forget.forget, product, person_id))
+
     return [
         Route("/admin/keys", guard(admin_keys), methods=["POST", "DELETE"]),
         Route("/admin/query", guard(admin_query), methods=["POST"]),
+        Route("/admin/forget", guard(admin_forget), methods=["POST", "DELETE"]),
     ]
 
 

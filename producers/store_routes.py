@@ -76,6 +76,8 @@ def _call(store: EventStore, call: str, body: dict[str, Any]) -> Any:
         for row in rows:  # JSON has no bytes
             row["payload"] = base64.b64encode(row["payload"]).decode()
         return {"rows": rows}
+    if call == "suppressions":  # digests only (eventpipe.suppression): no id in clear
+        return {"suppressions": [orjson.loads(s.to_json()) for s in store.suppressions()]}
     if call == "journeys":
         product, prefix = body.get("product"), body.get("external_prefix")
         if product is not None and not isinstance(product, str):

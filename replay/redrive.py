@@ -31,11 +31,12 @@ from eventpipe.codec import REDRIVE_OUTCOME
 from eventpipe.drain import Offsets
 from eventpipe.registry import codec_for
 from eventpipe.settings import Settings
+from eventpipe.suppression import STAGE as SUPPRESSED_STAGE
 from replay.rules import Rules
 from replay.run import Writer, delete_superseded, wait_for_sink
 from sinks.store import RejectedFilter, Store
 
-NOT_REDRIVABLE_STAGES = frozenset({"decode", "sink"})
+NOT_REDRIVABLE_STAGES = frozenset({"decode", "sink", SUPPRESSED_STAGE})
 BATCH = 500
 
 

@@ -2,9 +2,10 @@
 
 The rules are the worker's own code, called the same way: ``streams.agents.process`` (the
 dialect's parse and naming, the dedupe decision, the clean record) and
-``eventpipe.identity.resolve`` (linking). What differs is where the state comes from. The worker
-keeps it in Faust tables; a replay runs beside it, in its own process, and asks ClickHouse
-(``sinks.store``), layered under what this replay itself decided so far:
+``eventpipe.identity.resolve`` (linking), with the suppressions in force (a forgotten
+person's events are rejected, stage ``suppressed``, as live). What differs is where the state
+comes from. The worker keeps it in Faust tables; a replay runs beside it, in its own process,
+and asks ClickHouse (``sinks.store``), layered under what this replay itself decided so far:
 
 * **dedupe**: a keyed record's "first seen" is the ``received_at`` of the event's stored row.
   The same ``received_at`` is this very record (``Decision.REDELIVERY``): it is processed again,
@@ -43,8 +44,10 @@ from eventpipe.errors import InvalidEvent
 from eventpipe.event import to_ms
 from eventpipe.identity import identity_key, resolve, valid_id
 from eventpipe.ids import event_id_for
+from eventpipe.suppression import STAGE as SUPPRESSED_STAGE
+from eventpipe.suppression import Suppressions
 from sinks.store import ROW_COLUMNS, Store
-from streams.agents import Drop, Forward, Outcome, Reject, process
+from streams.agents import SUPPRESSED, Drop, Forward, Outcome, Reject, process
 from streams.codec import rejected
 from streams.dedupe import table_key
 
@@ -119,9 +122,11 @@ def rekeyed(raw: Mapping[str, Any]) -> Mapping[str, Any]:
     return {**raw, "external_id": parsed.external_id, "event_id": event_id}
 
 
-def _process(raw: Mapping[str, Any], seen: Any, window_ms: int) -> Outcome:
+def _process(
+    raw: Mapping[str, Any], seen: Any, window_ms: int, suppressions: Suppressions
+) -> Outcome:
     try:
-        return process(raw, seen, window_ms)
+        return process(raw, seen, window_ms, suppressions)
     except Exception as exc:  # one bad record must not stop the replay (the worker's rule too)
         log.warning("raw event failed", event_id=raw.get("event_id"), error=repr(exc))
         return Reject(rejected(raw, "normalize", f"internal error: {exc!r}"))
@@ -151,6 +156,9 @@ class Rules:
         self._links: dict[bytes, str] = {}
         """Identity keys linked by this replay (not stored yet) -> user id."""
         self._rejected: set[tuple[str, str, str]] = set()
+        self._suppressions = Suppressions(store.suppressions())
+        """The people forgotten when this replay started: their events are rejected as the
+        worker rejects them (stage ``suppressed``), so a replay never brings them back."""
 
     def plan(
         self, raws: Sequence[Mapping[str, Any]], undecodable: Sequence[dict[str, Any]] = ()
@@ -172,7 +180,9 @@ class Rules:
 
         outcomes: list[tuple[Mapping[str, Any], Outcome]] = []
         for raw in raws:
-            outcome = _process(raw, seen, self._window_ms)
+            outcome = _process(raw, seen, self._window_ms, self._suppressions)
+            if isinstance(outcome, Reject) and outcome.record["stage"] == SUPPRESSED_STAGE:
+                SUPPRESSED.labels("replay").inc()
             if isinstance(outcome, Forward) and outcome.mark is not None:
                 key, received_ms = outcome.mark
                 self._seen[key] = received_ms

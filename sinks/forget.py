@@ -119,9 +119,14 @@ class PersonEraser:
         self._insert(product, person, list(ids), _ms(suppressed_at) or 0, at_ms, dict(deleted))
         return True
 
-    def active(self) -> list[Suppression]:
+    def suppression(self, product: str, person: str) -> Suppression | None:
+        """The suppression in force for ``person`` (a digest), if any."""
+        found = [s for s in self.active(product) if s.person == person]
+        return found[0] if found else None
+
+    def active(self, product: str | None = None) -> list[Suppression]:
         """The suppressions in force (replay and redrive honour them)."""
-        return active_suppressions(self._client, self._lock)
+        return active_suppressions(self._client, self._lock, product)
 
     def _insert(
         self,
@@ -144,11 +149,14 @@ class PersonEraser:
             )
 
 
-def active_suppressions(client: Client, lock: threading.Lock) -> list[Suppression]:
-    """The suppressions in force, as ClickHouse records them."""
+def active_suppressions(
+    client: Client, lock: threading.Lock, product: str | None = None
+) -> list[Suppression]:
+    """The suppressions in force (of ``product``, or all), as ClickHouse records them."""
     with lock:
         rows = client.query(
             "SELECT product, person, ids, suppressed_at FROM suppressions FINAL "
-            "WHERE lifted_at IS NULL"
+            "WHERE lifted_at IS NULL AND (%(product)s IS NULL OR product = %(product)s)",
+            parameters={"product": product},
         ).result_rows
     return [Suppression(p, person, frozenset(ids), _ms(at) or 0) for p, person, ids, at in rows]

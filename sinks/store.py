@@ -34,7 +34,10 @@ from typing import Any, Protocol
 
 from clickhouse_connect.driver.client import Client
 
+from eventpipe.suppression import STAGE as SUPPRESSED_STAGE
+from eventpipe.suppression import Suppression
 from sinks.clickhouse import EVENTS
+from sinks.forget import active_suppressions
 from sinks.journey import journeys
 
 ROW_COLUMNS = tuple(c for c in EVENTS.columns)
@@ -69,6 +72,10 @@ class RejectedFilter:
             if getattr(self, name) is not None:
                 parts.append(f"{name} = %({name})s")
                 params[name] = getattr(self, name)
+        if self.stage is None:
+            # A forgotten person's dropped event needs no attention (and cannot be redriven: it
+            # has no payload); it is listed only when its stage is asked for.
+            parts.append(f"stage != '{SUPPRESSED_STAGE}'")
         if self.reason is not None:
             parts.append("positionCaseInsensitiveUTF8(reason, %(reason)s) > 0")
             params["reason"] = self.reason
@@ -143,6 +150,10 @@ class Store(Protocol):
 
     def delete_events(self, product: str, ids: Sequence[str]) -> int:
         """Delete every copy of the events (and their trait rows); return how many there were."""
+        ...
+
+    def suppressions(self) -> list[Suppression]:
+        """The suppressions in force (``sinks.forget``): replay and redrive honour them."""
         ...
 
     def rejected_groups(self, f: RejectedFilter) -> list[dict[str, Any]]:
@@ -260,6 +271,9 @@ class EventStore:
             self._client.command(f"DELETE FROM user_traits WHERE {where}", parameters=params)
             self._client.command(f"DELETE FROM events WHERE {where}", parameters=params)
         return int(found[0][0])
+
+    def suppressions(self) -> list[Suppression]:
+        return active_suppressions(self._client, self._lock)
 
     def rejected_groups(self, f: RejectedFilter) -> list[dict[str, Any]]:
         where, params = f.where()

@@ -77,8 +77,8 @@ PROCESSED = PromCounter(
 )
 SUPPRESSED = PromCounter(
     "eventpipe_suppressed_total",
-    "Events of a forgotten person dropped while suppressed, by the stage that dropped them "
-    "(worker, replay, redrive)",
+    "Events of a forgotten person dropped while suppressed, by who dropped them: the worker, "
+    "or a replay or redrive (replay)",
     ["by"],
 )
 DEDUPE_FORGOTTEN = PromCounter(

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from eventpipe.ids import event_id_for
+from eventpipe.suppression import Suppression
 from replay.report import resume_hint
 from replay.rules import Rules, compare, rekeyed
 from replay.select import Range, Selection, SelectionError, parse_resume, parse_time
@@ -26,6 +27,10 @@ class FakeStore:
         self.stored: dict[str, list[dict[str, Any]]] = {}
         self.first_links: dict[tuple[str, str], str] = {}
         self.rejected: set[tuple[str, str, str]] = set()
+        self.suppressed: list[Suppression] = []
+
+    def suppressions(self) -> list[Suppression]:
+        return self.suppressed
 
     def now_ms(self) -> int:
         return T0_MS
@@ -44,6 +49,18 @@ class FakeStore:
 
     def delete_events(self, product: str, ids: Sequence[str]) -> int:
         return 0
+
+
+def test_a_replay_rejects_a_forgotten_persons_events_as_the_worker_does() -> None:
+    store = FakeStore()
+    store.suppressed = [Suppression.of("shop", "u1", ["a1"], T0_MS)]
+    theirs = raw({"event": "page_viewed", "user_id": "u1"}, "k1")
+    anonymous = raw({"event": "page_viewed", "anonymous_id": "a1"}, "k2")
+    other = raw({"event": "page_viewed", "user_id": "u2"}, "k3")
+    plan = Rules(store, WINDOW).plan([theirs, anonymous, other])
+    assert [r["event_id"] for r, _ in plan.clean] == [other["event_id"]]
+    assert [r["stage"] for r in plan.rejections] == ["suppressed", "suppressed"]
+    assert all(r["payload"] == b"" and r["external_id"] is None for r in plan.rejections)
 
 
 def raw(body: dict[str, Any], external_id: str | None = None, at_ms: int = T0_MS) -> dict[str, Any]:
