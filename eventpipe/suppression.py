@@ -6,7 +6,7 @@ suppression is lifted, an event of theirs is dropped by the worker's rules
 (``streams.agents.process``, which replay and redrive run too), with a ``rejected_events`` row
 of stage ``suppressed`` that holds no payload (``streams.codec.suppressed``).
 
-Whose event is it? One that names, in its user id, anonymous id or subject id, the person id
+Whose event is it? One that names, in its user id, anonymous id or user subject, the person id
 or one of the anonymous ids linked to them when they were forgotten. The same rule picks the
 rows the forget deletes (``sinks.forget``), so what is deleted and what is suppressed agree.
 
@@ -30,6 +30,8 @@ from eventpipe.identity import valid_id
 STAGE = "suppressed"
 """The rejection stage of a suppressed event."""
 REASON = "the person was forgotten; the event is dropped while the suppression lasts"
+USER_SUBJECT = "user"
+"""Only a user subject is a person: an account or group id may equal a user id by chance."""
 _SEP = "\x1f"
 
 
@@ -114,8 +116,11 @@ class Suppressions:
         if not ids:
             return False
         product = record["product"]
-        for column in ("user_id", "anonymous_id", "subject_id"):
-            value = valid_id(record.get(column))
+        candidates = [record.get("user_id"), record.get("anonymous_id")]
+        if record.get("subject_type") == USER_SUBJECT:
+            candidates.append(record.get("subject_id"))
+        for candidate in candidates:
+            value = valid_id(candidate)
             if value is not None and digest(product, value) in ids:
                 return True
         return False

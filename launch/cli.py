@@ -201,6 +201,32 @@ def replay(
         raise typer.Exit(1)
 
 
+@app.command()
+def forget(
+    product: Annotated[str, typer.Option(help="the workspace (product) of the person")],
+    person: Annotated[str, typer.Option(help="the person's id (their user id)")],
+    lift: Annotated[
+        bool, typer.Option("--lift", help="lift the suppression instead: new events land again")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    data_dir: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Forget a person: delete their rows (by user id, linked anonymous ids and subject) from
+    ClickHouse, report counts per table, and drop their new events until --lift."""
+    from launch.forget import describe, run_forget
+    from launch.reach import NotReachable
+
+    s = _settings(data_dir=data_dir)
+    try:
+        report = run_forget(s, product, person, lift=lift)
+    except NotReachable as exc:
+        typer.echo(f"eventpipe forget: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(orjson.dumps(report).decode() if as_json else describe(report))
+    if lift and not report["lifted"]:
+        raise typer.Exit(1)
+
+
 def _rejected_filter(**kw: Any) -> Any:
     from datetime import UTC, datetime
 

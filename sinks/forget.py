@@ -3,7 +3,8 @@
 What belongs to a person (``eventpipe.suppression``): in their product, the rows naming their
 person id or an anonymous id linked to them. Per table:
 
-* ``events``: user id, anonymous id, subject id or person id among those ids;
+* ``events``: user id, anonymous id, user subject or person id among those ids (the person
+  id also covers an anonymous event resolved to them when the worker had the link);
 * ``user_traits``: the traits of those ids, and any trait row of an event deleted above;
 * ``identity_links``: links and conflicts of those ids (as user or as anonymous id);
 * ``persons_daily`` (the daily actives rollup): its rows of those ids;
@@ -31,11 +32,11 @@ from typing import Any
 import orjson
 from clickhouse_connect.driver.client import Client
 
-from eventpipe.suppression import Suppression, digest
+from eventpipe.suppression import USER_SUBJECT, Suppression, digest
 
 _THEIRS = (
-    "(user_id IN %(ids)s OR anonymous_id IN %(ids)s OR subject_id IN %(ids)s "
-    "OR person_id IN %(ids)s)"
+    "(user_id IN %(ids)s OR anonymous_id IN %(ids)s OR person_id IN %(ids)s "
+    f"OR (subject_type = '{USER_SUBJECT}' AND subject_id IN %(ids)s))"
 )
 _EVENTS = f"SELECT event_id FROM events WHERE product = %(product)s AND {_THEIRS}"
 
