@@ -99,8 +99,9 @@ def test_the_public_app_has_admin_routes_only_when_given_them() -> None:
     public = create_app(settings, ScriptedPublisher(), keys)
     assert not {p for p in _paths(public.routes) if p.startswith("/admin")}
     routes = admin_routes(settings, keys, None)
-    assert _paths(routes) == {"/admin/keys", "/admin/query"}
-    assert _paths(create_admin_app(settings, keys).routes) == {"/admin/keys", "/admin/query"}
+    assert _paths(routes) == {"/admin/keys", "/admin/query", "/admin/forget"}
+    admin_app = create_admin_app(settings, keys)
+    assert _paths(admin_app.routes) == {"/admin/keys", "/admin/query", "/admin/forget"}
     with_admin = create_app(settings, ScriptedPublisher(), keys, admin=routes)
     assert {"/admin/keys", "/admin/query"} <= _paths(with_admin.routes)
     assert admin_routes(Settings(), keys, None) == [], "no token, no admin routes"
