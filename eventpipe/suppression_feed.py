@@ -20,6 +20,7 @@ import threading
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from eventpipe import retry
 from eventpipe.kafka import client_config
 from eventpipe.settings import Settings
 from eventpipe.suppression import Suppression, Suppressions
@@ -71,6 +72,16 @@ class SuppressionFeed:
         return self
 
     def _run(self) -> None:
+        waits = retry.delays()
+        while not self._stop.is_set():
+            try:
+                self._read()
+            except Exception as exc:  # the feed must outlive a broker hiccup, and say so
+                wait = next(waits)
+                log.error("suppressions feed failed; reading on", error=repr(exc), retry_in_s=wait)
+                self._stop.wait(wait)
+
+    def _read(self) -> None:
         while not self._stop.is_set():
             for msg in self._consumer.consume(1000, POLL_S):
                 err = msg.error()

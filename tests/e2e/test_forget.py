@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
 import sys
 import time
 from typing import Any
 
+import pytest
 from rich.console import Console
 
 from eventpipe.settings import Settings
@@ -23,6 +25,8 @@ from launch.reach import pipeline
 from replay.run import Options, replay
 from replay.select import Selection
 from tests.conftest import Stack, Workspace
+from tests.e2e.test_worker_faults import worker_pid
+from tests.load import wait_until
 
 T1, T2, T3 = "2026-03-01T10:00:00Z", "2026-03-01T10:05:00Z", "2026-03-01T10:10:00Z"
 
@@ -171,6 +175,27 @@ def test_forget_removes_a_person_suppresses_them_until_lifted(
             break
         assert time.monotonic() < deadline, f"still suppressed after the lift: {rows}"
     assert _events(stack, elsewhere) == {elsewhere_alice: "alice"}
+
+
+@pytest.mark.fault
+def test_a_restarted_worker_still_suppresses(own_stack: Stack) -> None:
+    """The suppression lives in the compacted topic, not in the worker: a worker SIGKILLed and
+    restarted by dev reads it again before it takes traffic."""
+    stack = own_stack
+    ws = stack.workspace()
+    assert _forget(stack, ws.product, "alice")["deleted"]["events"] == 0
+    killed = worker_pid(stack)
+    assert killed is not None
+    os.kill(killed, signal.SIGKILL)
+    wait_until(lambda: worker_pid(stack) not in (None, killed), 90, "a restarted worker")
+    alice = _v1(ws, user_id="alice", timestamp=T1)
+    bob = _v1(ws, user_id="bob", timestamp=T1)
+    stack.wait_for(f"SELECT 1 FROM events WHERE product = '{ws.product}'", lambda rs: len(rs) >= 1)
+    stack.wait_for(
+        f"SELECT 1 FROM rejected_events WHERE event_id = '{alice}' AND stage = 'suppressed'",
+        lambda rs: len(rs) == 1,
+    )
+    assert set(_events(stack, ws)) == {bob}
 
 
 def test_forget_refuses_a_placeholder_and_needs_the_admin_token(stack: Stack) -> None:
