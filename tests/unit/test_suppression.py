@@ -14,6 +14,7 @@ from eventpipe.ids import event_id_for
 from eventpipe.suppression import Suppression, Suppressions, digest
 from sinks.clickhouse import EVENTS, IDENTITY_LINKS, REJECTED, EventWriter, connect, migrate
 from sinks.forget import PersonEraser
+from sinks.store import EventStore, RejectedFilter
 from streams.agents import Forward, Reject, process
 from tests.records import CLEAN_AT, clean_record
 
@@ -173,3 +174,26 @@ def test_a_suppression_is_recorded_and_lifted(client: Client) -> None:
     assert eraser.lift("p9", "u1", T0_MS + 1)
     assert eraser.suppression("p9", s.person) is None
     assert not eraser.lift("p9", "u1", T0_MS + 2), "nothing left to lift"
+
+
+def test_suppressed_rejections_are_listed_only_when_their_stage_is_asked_for(
+    client: Client,
+) -> None:
+    base = {
+        "product": "p5",
+        "source": "api",
+        "dialect": "v1",
+        "field": None,
+        "received_at": CLEAN_AT,
+        "payload": b"",
+    }
+    rows = [
+        {**base, "event_id": "s1", "stage": "suppressed", "reason": "forgotten"},
+        {**base, "event_id": "n1", "stage": "normalize", "reason": "bad", "payload": b"{}"},
+    ]
+    EventWriter(client).insert_rows(REJECTED, [REJECTED.row(r) for r in rows])
+    store = EventStore(client)
+    listed = store.rejected_rows(RejectedFilter(product="p5"), 10)
+    assert [r["event_id"] for r in listed] == ["n1"], "needs attention: not the suppressed one"
+    asked = store.rejected_rows(RejectedFilter(product="p5", stage="suppressed"), 10)
+    assert [r["event_id"] for r in asked] == ["s1"]
