@@ -40,9 +40,16 @@ def digest(product: str, value: str) -> str:
     return hashlib.sha256(f"{product}{_SEP}{value}".encode()).hexdigest()
 
 
-def topic_key(product: str, person_id: str) -> bytes:
-    """The suppressions topic's key: one per person, so compaction keeps the latest state."""
-    return f"{product}{_SEP}{digest(product, person_id)}".encode()
+def topic_key(product: str, person: str) -> bytes:
+    """The suppressions topic's key of ``person`` (a digest): one per person, so compaction
+    keeps the latest state, and a lift is this key's tombstone."""
+    return f"{product}{_SEP}{person}".encode()
+
+
+def parse_key(key: bytes) -> tuple[str, str]:
+    """(product, person digest) of a suppressions topic key; ValueError if it is none."""
+    product, person = key.decode().split(_SEP, 1)
+    return product, person
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from eventpipe import retry
 from eventpipe.kafka import client_config
 from eventpipe.settings import Settings
-from eventpipe.suppression import Suppression, Suppressions
+from eventpipe.suppression import Suppression, Suppressions, parse_key
 
 log = structlog.get_logger(__name__)
 
@@ -97,7 +97,7 @@ class SuppressionFeed:
 
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
         try:
-            product, person = (key or b"").decode().split("\x1f", 1)
+            product, person = parse_key(key or b"")
             self.suppressions.apply(
                 product, person, Suppression.from_json(value) if value is not None else None
             )

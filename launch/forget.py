@@ -42,7 +42,7 @@ def run_forget(settings: Settings, product: str, person_id: str, *, lift: bool) 
         )
     if not settings.kafka_bootstrap:
         raise NotReachable("EVENTPIPE_KAFKA_BOOTSTRAP is not set: the suppression goes to Kafka")
-    from replay.forget import Forgetter
+    from replay.forget import ForgetError, Forgetter
     from sinks.clickhouse import connect
     from sinks.forget import PersonEraser
     from streams.app import app_id
@@ -53,6 +53,8 @@ def run_forget(settings: Settings, product: str, person_id: str, *, lift: bool) 
         if lift:
             return forgetter.lift(product, person_id)
         return forgetter.forget(product, person_id)
+    except ForgetError as exc:
+        raise NotReachable(exc.message) from None
     finally:
         forgetter.close()
         client.close()

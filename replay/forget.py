@@ -35,6 +35,7 @@ import structlog
 from confluent_kafka import KafkaError, Producer
 
 from eventpipe.drain import Offsets, lag
+from eventpipe.errors import Unavailable
 from eventpipe.kafka import producer_config
 from eventpipe.kafka_security import librdkafka_security
 from eventpipe.settings import Settings
@@ -50,10 +51,15 @@ wait (100 ms on the embedded broker, librdkafka's 500 ms on Kafka) with room to 
 SETTLE_TIMEOUT_S = 60.0
 POLL_S = 0.25
 PUBLISH_TIMEOUT_S = 30.0
+RETRY_AFTER_S = 30
 
 
-class ForgetError(RuntimeError):
-    """The suppression could not be published: nothing was deleted."""
+class ForgetError(Unavailable):
+    """The suppression (or its lift) could not be published: nothing was deleted (or lifted).
+    Kafka is unreachable or refuses: a 503, to be tried again."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry_after=RETRY_AFTER_S)
 
 
 class Forgetter:
@@ -82,9 +88,8 @@ class Forgetter:
         known = self._eraser.suppression(product, person)
         anonymous = self._eraser.anonymous_ids(product, person_id)
         s = Suppression.of(product, person_id, anonymous, self._clock_ms())
-        s = Suppression(
-            product, person, s.ids | (known.ids if known else frozenset()), s.suppressed_at_ms
-        )
+        if known is not None:  # forgotten before: keep what that forget knew, and since when
+            s = Suppression(product, person, s.ids | known.ids, known.suppressed_at_ms)
         self._publish(s)
         self._eraser.record(s)
         ids = [person_id, *anonymous]
@@ -114,17 +119,21 @@ class Forgetter:
 
     def lift(self, product: str, person_id: str) -> dict[str, Any]:
         """Lift the person's suppression; ``lifted`` is False when none was in force."""
-        lifted = self._eraser.lift(product, person_id, self._clock_ms())
-        if lifted:
-            self._send(topic_key(product, person_id), None)
-            log.info("suppression lifted", product=product)
-        return {"product": product, "lifted": lifted}
+        person = digest(product, person_id)
+        if self._eraser.suppression(product, person) is None:
+            return {"product": product, "lifted": False}
+        # Kafka first: if the tombstone cannot be published, the record still says suppressed,
+        # as the workers still do.
+        self._send(topic_key(product, person), None)
+        self._eraser.lift(product, person_id, self._clock_ms())
+        log.info("suppression lifted", product=product)
+        return {"product": product, "lifted": True}
 
     def close(self) -> None:
         self._producer.flush(PUBLISH_TIMEOUT_S)
 
     def _publish(self, s: Suppression) -> None:
-        self._send(f"{s.product}\x1f{s.person}".encode(), s.to_json())
+        self._send(topic_key(s.product, s.person), s.to_json())
 
     def _send(self, key: bytes, value: bytes | None) -> None:
         errors: list[KafkaError] = []
