@@ -79,6 +79,24 @@ class DevState:
     worker_pid: int | None
     kafka_bootstrap: str
     worker_metrics_url: str | None = None
+    broker_profile: str = ""
+    topic_prefix: str = ""
+    worker_id: str = ""
+    sink_group: str = ""
+
+    def joining_env(self) -> dict[str, str]:
+        """What an ``eventpipe worker`` or ``eventpipe sink`` started beside this ``dev`` needs
+        to join its groups (scaling out on the topics' partitions): the broker, its profile
+        (the embedded broker's workarounds) and the names. Anything else (security, a ClickHouse
+        URL) comes from the caller's own environment, as it did for ``dev``. A second sink needs
+        a ClickHouse server: ``dev``'s chDB directory has one owning process, ``dev``."""
+        return {
+            "EVENTPIPE_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "EVENTPIPE_BROKER_PROFILE": self.broker_profile,
+            "EVENTPIPE_TOPIC_PREFIX": self.topic_prefix,
+            "EVENTPIPE_WORKER_ID": self.worker_id,
+            "EVENTPIPE_SINK_GROUP": self.sink_group,
+        }
 
     @staticmethod
     def path(data_dir: Path) -> Path:
@@ -236,6 +254,10 @@ def run_dev(settings: Settings) -> None:
             worker_pid=worker.pid,
             kafka_bootstrap=settings.bootstrap,
             worker_metrics_url=settings.dashboard_metrics_urls[-1],
+            broker_profile=str(settings.profile),
+            topic_prefix=settings.topic_prefix,
+            worker_id=settings.worker_id,
+            sink_group=settings.sink_group,
         ).write(settings.data_dir)
         stack.callback(DevState.path(settings.data_dir).unlink, missing_ok=True)
         print(
