@@ -61,7 +61,9 @@ class Plan:
             # fill and the last insert, which nothing overlaps, weighed ~20% of the figure.
             sink_events=max(10_000, events * 2),
             sink_large_events=max(40_000, events * 4) if quick else SINK_LARGE_EVENTS,
-            e2e_events=max(2_000, events // 10),
+            # ~10-20 s at the rates seen on 2 cores: over 4 s (events // 10 before) the last
+            # batch's trip through every stage, which nothing overlaps, weighed ~10%.
+            e2e_events=max(2_000, events // 2),
             e2e_seconds=3.0 if quick else 20.0,
             concurrency=concurrency,
             rounds=rounds or (1 if quick else 3),
@@ -96,7 +98,7 @@ def run(
             if name == "state":
                 return state.run(workdir, quick, say)[0]
             if name == "scale":
-                return scale.run(workdir, 2 * plan.e2e_events, min(plan.concurrency, 4), say)[0]
+                return scale.run(workdir, plan.e2e_events, min(plan.concurrency, 4), say)[0]
             if name == "replay":
                 return replay.run(workdir, plan.agent_events, say)[0]
             e2e_concurrency = min(plan.concurrency, 4)

@@ -15,6 +15,7 @@ skipped on chDB.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -88,6 +89,30 @@ def test_worker_killed_the_other_takes_its_partitions_over(
     # Events were accepted after the kill too: dev's worker had to take the partitions over.
     assert len(accepted) > at_kill + 3_000, (at_kill, len(accepted))
     assert_landed_once(stack, ws.product, accepted, unknown)
+
+
+def test_dev_with_two_workers_shares_the_raw_partitions_and_stores_every_event(
+    backend_env: dict[str, str], tmp_path: Path
+) -> None:
+    stack = start_stack(tmp_path / "stack", {**backend_env, "EVENTPIPE_DEV_WORKERS": "2"})
+    try:
+        ready = [stack.data_dir / "worker.ready", stack.data_dir / "worker-2.ready"]
+        pids = [json.loads(r.read_text())["pid"] for r in ready]
+        assert len(set(pids)) == 2 and all(_alive(p) for p in pids)
+        # The second to be ready got its share in the rebalance that made it ready.
+        second = json.loads(ready[1].read_text())["partitions"]
+        assert [p for p in second if p.rpartition(":")[0].endswith("events.raw")], second
+        ws = stack.workspace()
+        events = [{"event": "two.workers", "external_id": f"e-{i}"} for i in range(200)]
+        r = ws.post("/api/v2/events/batch", {"events": events})
+        assert r.status_code == 202, r.text
+        assert_landed_once(stack, ws.product, [d["uuid"] for d in r.json()["data"]])
+    finally:
+        stack.stop()
+
+
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
 
 
 def test_worker_and_sink_killed_the_others_take_over(
