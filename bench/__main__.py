@@ -19,17 +19,18 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from bench import agents, e2e, edge, replay, report, sink, state
+from bench import agents, e2e, edge, replay, report, scale, sink, state
 from bench.report import StageResult
 from eventpipe.logs import configure
 
-STAGES = ("edge", "agents", "sink", "e2e", "replay", "state")
-DEFAULT_STAGES = ("edge", "agents", "sink", "e2e", "replay")
+STAGES = ("edge", "agents", "sink", "e2e", "scale", "replay", "state")
+DEFAULT_STAGES = ("edge", "agents", "sink", "e2e", "scale", "replay")
 """``state`` (a restarted worker with 100k and 1M live dedupe keys, several minutes) runs only
 when asked for with ``--only state``."""
 ROUNDED = ("edge", "agents", "sink")
 """The stages compared with a ceiling: measured ``Plan.rounds`` times (e2e has no ceiling)."""
 FULL_EVENTS = 210_000
+SINK_LARGE_EVENTS = 2_000_000
 QUICK_EVENTS = 10_000
 
 
@@ -41,6 +42,8 @@ class Plan:
     edge_singles: int
     agent_events: int
     sink_events: int
+    sink_large_events: int
+    """The sink's second scale (2M rows in a full run): how its cost grows with the table."""
     e2e_events: int
     e2e_seconds: float
     concurrency: int
@@ -57,7 +60,10 @@ class Plan:
             # ~5 s of inserts at full size: over 1-2 s (events // 2 before) the first batch's
             # fill and the last insert, which nothing overlaps, weighed ~20% of the figure.
             sink_events=max(10_000, events * 2),
-            e2e_events=max(2_000, events // 10),
+            sink_large_events=max(40_000, events * 4) if quick else SINK_LARGE_EVENTS,
+            # ~10-20 s at the rates seen on 2 cores: over 4 s (events // 10 before) the last
+            # batch's trip through every stage, which nothing overlaps, weighed ~10%.
+            e2e_events=max(2_000, events // 2),
             e2e_seconds=3.0 if quick else 20.0,
             concurrency=concurrency,
             rounds=rounds or (1 if quick else 3),
@@ -88,9 +94,11 @@ def run(
             if name == "agents":
                 return agents.run(workdir, plan.agent_events, say)[0]
             if name == "sink":
-                return sink.run(workdir, plan.sink_events, say)[0]
+                return sink.run(workdir, (plan.sink_events, plan.sink_large_events), say)[0]
             if name == "state":
                 return state.run(workdir, quick, say)[0]
+            if name == "scale":
+                return scale.run(workdir, plan.e2e_events, min(plan.concurrency, 4), say)[0]
             if name == "replay":
                 return replay.run(workdir, plan.agent_events, say)[0]
             e2e_concurrency = min(plan.concurrency, 4)

@@ -5,6 +5,7 @@ Deterministic in ``i``, so a child process can rebuild exactly the rows its pare
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,3 +80,23 @@ def clean_record(i: int, received_at_ms: int) -> dict[str, Any]:
     out = process(raw, nothing_seen.get, 86_400_000)
     assert isinstance(out, Forward), out
     return out.record
+
+
+DISTINCT_CLEAN = 10_000
+"""Clean records built by the agents' code; past these, :func:`clean_records` copies them under
+new ids (the agents' ``process`` costs ~100 us a record: 2M would take minutes of setup)."""
+
+
+def clean_records(n: int, received_at_ms: int) -> Iterator[dict[str, Any]]:
+    """``n`` clean records with distinct event ids, deterministic in ``n``: the first
+    ``DISTINCT_CLEAN`` from :func:`clean_record`, the rest copies of them with the id (and external
+    id) that ``raw_record(i)`` would have had."""
+    made = [clean_record(i, received_at_ms) for i in range(min(n, DISTINCT_CLEAN))]
+    yield from made
+    for i in range(len(made), n):
+        ext = f"ext-{i}"
+        yield {
+            **made[i % len(made)],
+            "event_id": event_id_for(PRODUCT, SOURCE, ext),
+            "external_id": ext,
+        }

@@ -9,11 +9,15 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
 from eventpipe.broker import BrokerProfile
-from eventpipe.embedded import TansuBroker, die_with_parent, stop_process
+from eventpipe.embedded import TansuBroker, die_with_parent, free_port, stop_process
 from eventpipe.kafka import ensure_topics
 from eventpipe.settings import Settings
 
@@ -124,3 +128,83 @@ def wait_until(predicate: Any, timeout_s: float, what: str, interval_s: float = 
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
         time.sleep(interval_s)
+
+
+@dataclass
+class Joined:
+    """An ``eventpipe worker`` or ``eventpipe sink`` started beside a running ``eventpipe dev``,
+    in its groups (``launch.dev.DevState.joining_env``)."""
+
+    role: str
+    proc: subprocess.Popen[bytes]
+    metrics_url: str
+    ready_file: Path | None
+
+    def partitions(self) -> list[str]:
+        """The worker's partitions when it was first ready (``topic:partition``)."""
+        if self.ready_file is None:
+            return []
+        try:
+            state = json.loads(self.ready_file.read_text())
+        except (OSError, ValueError):
+            return []
+        if state.get("pid") != self.proc.pid:
+            return []
+        return list(state["partitions"])
+
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """One sample of its ``/metrics`` (0 when absent or not served yet)."""
+        try:
+            text = httpx.get(self.metrics_url, timeout=2).text
+        except httpx.TransportError:
+            return 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in (labels or {}).items()
+                ):
+                    return float(sample.value)
+        return 0.0
+
+
+def join_dev(
+    data_dir: Path, role: str, env: dict[str, str], workdir: Path, timeout_s: float = 120.0
+) -> Joined:
+    """Start ``eventpipe <role>`` (worker or sink) in the groups of the ``eventpipe dev`` whose
+    data dir is ``data_dir``; ``env`` is the caller's (a ClickHouse URL, security). A worker is
+    returned once it is ready (its partitions assigned and tables recovered), a sink once it
+    serves its metrics."""
+    from launch.dev import DevState  # the bench's children import launch; keep this one lazy
+
+    state = DevState.read(data_dir)
+    if state is None:
+        raise RuntimeError(f"no eventpipe dev runs with data dir {data_dir}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    child = {**env, **state.joining_env(), "EVENTPIPE_DATA_DIR": str(workdir)}
+    ready_file: Path | None = None
+    if role == "worker":
+        ready_file = workdir / "worker.ready"
+        child.update(EVENTPIPE_WORKER_METRICS_PORT=str(port))
+        child["EVENTPIPE_WORKER_READY_FILE"] = str(ready_file)
+    else:
+        child.update(EVENTPIPE_SINK_METRICS_PORT=str(port))
+    proc = spawn(["-m", "launch", role], child, workdir / f"{role}.log")
+    joined = Joined(role, proc, f"http://127.0.0.1:{port}/metrics", ready_file)
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"eventpipe {role} exited; see {workdir / f'{role}.log'}")
+        if role == "worker":
+            return bool(joined.partitions())
+        try:
+            return httpx.get(joined.metrics_url, timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(up, timeout_s, f"the joining {role} to be ready", interval_s=0.1)
+    except BaseException:
+        stop(proc)
+        raise
+    return joined

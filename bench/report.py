@@ -1,7 +1,9 @@
 """Results: one ``StageResult`` per measured figure, rendered as a table and written as JSON.
 
-Every stage carries its figure, the ceiling it is compared with (the same library used bare) and
-their ratio; the issue's targets ride along for information, never as an assertion.
+Every stage carries its figure, the ceiling it is compared with (the same library used bare) or
+its peer (the same pipeline with fewer processes) and their ratio; the issue's targets ride along
+for information, never as an assertion. A row that could not be measured here keeps its reason
+in ``details["skipped"]``.
 """
 
 from __future__ import annotations
@@ -143,7 +145,7 @@ def table(results: Sequence[StageResult], title: str = "eventpipe benchmark") ->
     for name, justify in (
         ("stage", "left"),
         ("figure", "right"),
-        ("ceiling", "right"),
+        ("ceiling or peer", "right"),
         ("ratio", "right"),
         ("target (info)", "left"),
     ):
@@ -153,13 +155,10 @@ def table(results: Sequence[StageResult], title: str = "eventpipe benchmark") ->
         ceiling = format_figure(r.ceiling, r.unit)
         if r.ceiling_name and r.ceiling is not None:
             ceiling = f"{ceiling} ({r.ceiling_name})"
-        t.add_row(
-            r.stage,
-            format_figure(r.figure, r.unit),
-            ceiling,
-            format_ratio(r.ratio),
-            (r.target + met) if r.target else "",
-        )
+        note = (r.target + met) if r.target else ""
+        if "skipped" in r.details:
+            note = f"[yellow]not measured[/]: {r.details['skipped']}"
+        t.add_row(r.stage, format_figure(r.figure, r.unit), ceiling, format_ratio(r.ratio), note)
     return t
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from confluent_kafka import Consumer
 from prometheus_client import CollectorRegistry
 
-from bench.data import clean_record
+from bench.data import clean_records
 from bench.procs import settings_for, wait_until
 from eventpipe.codec import AvroCodec
 from launch.processes import build_sink
@@ -68,7 +68,7 @@ def run_sink(a: argparse.Namespace) -> dict[str, Any]:
 
     thread.start()
     try:
-        wait_until(lambda: rows() >= a.events, 300, "sink rows", interval_s=0.005)
+        wait_until(lambda: rows() >= a.events, 800, "sink rows", interval_s=0.005)
         end, cpu_end = time.perf_counter(), _cpu()
     finally:
         stop.set()
@@ -93,8 +93,8 @@ def run_bare(a: argparse.Namespace) -> dict[str, Any]:
     now = int(time.time() * 1000)
     codec = AvroCodec()
     # The same rows the sink writes: each record goes through Avro and back like a consumed one.
-    records = [codec.decode(codec.encode("eventpipe.CleanEvent", clean_record(i, now)))[1]
-               for i in range(a.events)]  # fmt: skip
+    records = [codec.decode(codec.encode("eventpipe.CleanEvent", r))[1]
+               for r in clean_records(a.events, now)]  # fmt: skip
     rows = [EVENTS.row(r) for r in records]
     columns = list(EVENTS.columns)
     cpu0, t0 = _cpu(), time.perf_counter()

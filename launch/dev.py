@@ -81,6 +81,24 @@ class DevState:
     worker_pid: int | None
     kafka_bootstrap: str
     worker_metrics_url: str | None = None
+    broker_profile: str = ""
+    topic_prefix: str = ""
+    worker_id: str = ""
+    sink_group: str = ""
+
+    def joining_env(self) -> dict[str, str]:
+        """What an ``eventpipe worker`` or ``eventpipe sink`` started beside this ``dev`` needs
+        to join its groups (scaling out on the topics' partitions): the broker, its profile
+        (the embedded broker's workarounds) and the names. Anything else (security, a ClickHouse
+        URL) comes from the caller's own environment, as it did for ``dev``. A second sink needs
+        a ClickHouse server: ``dev``'s chDB directory has one owning process, ``dev``."""
+        return {
+            "EVENTPIPE_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "EVENTPIPE_BROKER_PROFILE": self.broker_profile,
+            "EVENTPIPE_TOPIC_PREFIX": self.topic_prefix,
+            "EVENTPIPE_WORKER_ID": self.worker_id,
+            "EVENTPIPE_SINK_GROUP": self.sink_group,
+        }
 
     @staticmethod
     def path(data_dir: Path) -> Path:
@@ -114,16 +132,18 @@ def _secrets(settings: Settings) -> tuple[str, str]:
     return api_key, admin
 
 
-def _ready_file(settings: Settings) -> Path:
-    return settings.data_dir.resolve() / "worker.ready"
+def _ready_file(settings: Settings, index: int = 0) -> Path:
+    """``worker.ready`` for the first worker child, ``worker-<n>.ready`` for the n-th."""
+    name = "worker.ready" if index == 0 else f"worker-{index + 1}.ready"
+    return settings.data_dir.resolve() / name
 
 
-def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
+def _start_worker(settings: Settings, ready_file: Path) -> subprocess.Popen[bytes]:
     # A SIGKILLed worker leaves its ready file behind: remove it so only the new one counts.
-    _ready_file(settings).unlink(missing_ok=True)
+    ready_file.unlink(missing_ok=True)
     env = dict(os.environ)
     env.update(
-        EVENTPIPE_WORKER_READY_FILE=str(_ready_file(settings)),
+        EVENTPIPE_WORKER_READY_FILE=str(ready_file),
         EVENTPIPE_KAFKA_BOOTSTRAP=settings.bootstrap,
         EVENTPIPE_BROKER_PROFILE=str(settings.profile),
         EVENTPIPE_KAFKA_SESSION_TIMEOUT_S=str(settings.session_timeout_s),
@@ -181,7 +201,18 @@ def run_dev(settings: Settings) -> None:
                 }
             )
         settings = settings.model_copy(update={"admin_token": admin_token, "port": port})
-        settings = _with_worker_metrics(settings)
+        worker_settings = _with_worker_metrics(settings)
+        settings = settings.model_copy(
+            update={
+                "dashboard_metrics_urls": [
+                    *settings.dashboard_metrics_urls,
+                    *(
+                        f"http://{s.metrics_host}:{s.worker_metrics_port}/metrics"
+                        for s in worker_settings
+                    ),
+                ]
+            }
+        )
         ensure_topics(settings)
 
         writer = connect(settings.clickhouse_dsn, ca=settings.clickhouse_ca)
@@ -199,10 +230,12 @@ def run_dev(settings: Settings) -> None:
         from streams.app import app_id
 
         worker_group = app_id(settings)
-        worker = WorkerSupervisor(settings)
-        worker.start()
-        stack.callback(worker.stop)
-        worker.wait_ready(_ready_file(settings), WORKER_READY_TIMEOUT_S)
+        workers = [WorkerSupervisor(s, _ready_file(s, i)) for i, s in enumerate(worker_settings)]
+        for worker in workers:
+            worker.start()
+            stack.callback(worker.stop)
+        for worker in workers:
+            worker.wait_ready(WORKER_READY_TIMEOUT_S)
 
         stop_sink = threading.Event()
         sink = build_sink(settings, writer)
@@ -240,9 +273,13 @@ def run_dev(settings: Settings) -> None:
             admin_token=admin_token,
             pid=os.getpid(),
             broker_pid=broker.pid if broker else None,
-            worker_pid=worker.pid,
+            worker_pid=workers[0].pid,
             kafka_bootstrap=settings.bootstrap,
-            worker_metrics_url=settings.dashboard_metrics_urls[-1],
+            worker_metrics_url=settings.dashboard_metrics_urls[-len(workers)],
+            broker_profile=str(settings.profile),
+            topic_prefix=settings.topic_prefix,
+            worker_id=settings.worker_id,
+            sink_group=settings.sink_group,
         ).write(settings.data_dir)
         stack.callback(DevState.path(settings.data_dir).unlink, missing_ok=True)
         print(
@@ -254,7 +291,8 @@ def run_dev(settings: Settings) -> None:
             f'  query:        eventpipe query "SELECT count() FROM events"\n'
             f"  dashboard:    {url}/dashboard#key={api_key}\n"
             f"  metrics:      {url}/metrics (edge and sink), "
-            f"{settings.dashboard_metrics_urls[-1]} (worker)\n"
+            f"{', '.join(settings.dashboard_metrics_urls[-len(workers) :])} "
+            f"({len(workers)} worker{'s' if len(workers) > 1 else ''})\n"
             "  Ctrl-C stops everything (after draining what the edge acknowledged; twice: now).",
             flush=True,
         )
@@ -267,7 +305,8 @@ def run_dev(settings: Settings) -> None:
             publisher.close()
             drained = _drain(settings, shutdown, worker_group, embedded=broker is not None)
             grace = None if drained else FORCED_STOP_S
-            worker.stop(grace)
+            for worker in workers:
+                worker.stop(grace)
             stop_sink.set()
             sink_thread.join(SINK_STOP_S)
             if broker is not None:
@@ -276,19 +315,17 @@ def run_dev(settings: Settings) -> None:
         raise SystemExit(1)
 
 
-def _with_worker_metrics(settings: Settings) -> Settings:
-    """Give the worker child a free metrics port unless one is configured (several ``dev``s, as
-    in the tests, run side by side), and point the dashboard's health at it."""
-    port = settings.worker_metrics_port
-    if "worker_metrics_port" not in settings.model_fields_set:
-        port = free_port(settings.metrics_host)
-    url = f"http://{settings.metrics_host}:{port}/metrics"
-    return settings.model_copy(
-        update={
-            "worker_metrics_port": port,
-            "dashboard_metrics_urls": [*settings.dashboard_metrics_urls, url],
-        }
-    )
+def _with_worker_metrics(settings: Settings) -> list[Settings]:
+    """The settings of each worker child (``EVENTPIPE_DEV_WORKERS`` of them): each its own
+    metrics port, a free one unless the first's is configured (several ``dev``s, as in the
+    tests, run side by side)."""
+    out = []
+    for i in range(settings.dev_workers):
+        port = settings.worker_metrics_port
+        if i > 0 or "worker_metrics_port" not in settings.model_fields_set:
+            port = free_port(settings.metrics_host)
+        out.append(settings.model_copy(update={"worker_metrics_port": port}))
+    return out
 
 
 def _drain(settings: Settings, shutdown: Shutdown, worker_group: str, *, embedded: bool) -> bool:
@@ -311,8 +348,9 @@ class WorkerSupervisor:
     Faust commits offsets only for processed events, so a restart resumes where it stopped.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, ready_file: Path) -> None:
         self._settings = settings
+        self._ready_file = ready_file
         self._proc: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
@@ -322,7 +360,7 @@ class WorkerSupervisor:
         return self._proc.pid if self._proc else None
 
     def start(self) -> None:
-        self._proc = _start_worker(self._settings)
+        self._proc = _start_worker(self._settings, self._ready_file)
         self._thread.start()
 
     def _watch(self) -> None:
@@ -339,9 +377,9 @@ class WorkerSupervisor:
             log.error("worker exited; restarting", returncode=code, restart_in_s=round(wait, 2))
             if self._stopping.wait(wait):
                 return
-            self._proc = _start_worker(self._settings)
+            self._proc = _start_worker(self._settings, self._ready_file)
 
-    def wait_ready(self, ready_file: Path, timeout_s: float) -> None:
+    def wait_ready(self, timeout_s: float) -> None:
         """Wait until the worker has its partitions and recovered tables before serving HTTP.
 
         Faust recovering tables while records wait is the riskiest moment of a worker's life
@@ -351,7 +389,7 @@ class WorkerSupervisor:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
-                if json.loads(ready_file.read_text()).get("pid") == self.pid:
+                if json.loads(self._ready_file.read_text()).get("pid") == self.pid:
                     log.info("worker ready", pid=self.pid)
                     return
             except (OSError, ValueError):

@@ -7,7 +7,18 @@ import math
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.report import StageResult, document, format_figure, format_ratio, percentile, write
+from rich.console import Console
+
+from bench.data import DISTINCT_CLEAN, clean_records, raw_record
+from bench.report import (
+    StageResult,
+    document,
+    format_figure,
+    format_ratio,
+    percentile,
+    table,
+    write,
+)
 
 
 def test_ratio_is_figure_over_ceiling() -> None:
@@ -95,3 +106,33 @@ def test_rounds_report_the_median_figure_and_ceiling_and_keep_each_round() -> No
     assert [r["ratio"] for r in got.details["rounds"]] == [5 / 7, 1 / 3, 1.0]
     assert got.min_ratio == 0.75 and got.met is False
     assert median_of(rounds[:1]) is rounds[0]
+
+
+def test_table_shows_each_rows_peer_and_why_a_row_was_not_measured() -> None:
+    rows = [
+        StageResult("scale: 1 worker", 4_000.0, "events/s"),
+        StageResult(
+            "scale: 2 workers", 5_000.0, "events/s", ceiling=4_000.0, ceiling_name="peer: 1 worker"
+        ),
+        StageResult("scale: 2 sinks", math.nan, "events/s", details={"skipped": "needs a server"}),
+    ]
+    console = Console(record=True, width=200)
+    console.print(table(rows))
+    text = console.export_text()
+    assert "4.0k events/s (peer: 1 worker)" in text and "1.25" in text
+    assert "not measured: needs a server" in text
+
+
+def test_clean_records_past_the_distinct_ones_are_copies_under_new_ids() -> None:
+    n = DISTINCT_CLEAN + 3
+    records = list(clean_records(n, 1_700_000_000_000))
+    again = list(clean_records(n, 1_700_000_000_000))
+    assert records == again
+    assert len({r["event_id"] for r in records}) == n
+    assert records[DISTINCT_CLEAN]["external_id"] == f"ext-{DISTINCT_CLEAN}"
+    assert records[DISTINCT_CLEAN]["event_id"] == raw_record(DISTINCT_CLEAN, 0)[1]["event_id"]
+    same = {k: v for k, v in records[0].items() if k not in ("event_id", "external_id")}
+    copy = {
+        k: v for k, v in records[DISTINCT_CLEAN].items() if k not in ("event_id", "external_id")
+    }
+    assert same == copy
