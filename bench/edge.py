@@ -81,6 +81,10 @@ def run(
                 )
                 out["edge_cpu_share"] = (cpu_seconds(edge.pid) - cpu[0]) / out["elapsed_s"]
                 out["broker_cpu_share"] = (cpu_seconds(tansu.pid) - cpu[1]) / out["elapsed_s"]
+                handled = out["events_accepted"] if kind == "batch" else out["requests"]
+                out["edge_cpu_us_per_event" if kind == "batch" else "edge_cpu_us_per_request"] = (
+                    (cpu_seconds(edge.pid) - cpu[0]) / max(1, handled) * 1e6
+                )
                 return out
 
             say(f"edge: {batches} batches of 1,000 at concurrency {concurrency}")

@@ -52,7 +52,7 @@ def edge(
     from eventpipe.kafka import ensure_topics
     from launch.processes import build_edge
     from producers.admin import create_admin_app
-    from producers.server import serve
+    from producers.server import serve, settle_gc
 
     s = _settings(port=port, host=host)
     ensure_topics(s)  # a refused login or a missing topic stops the edge here, not at the 1st 503
@@ -67,6 +67,7 @@ def edge(
     edge_ = build_edge(s, catalog=catalog, dashboard=dashboard)
     try:
         admin = [(create_admin_app(s, edge_.keys), *s.admin_address)] if s.admin_token else []
+        settle_gc()
         serve(edge_.app, s.host, s.port, also=admin)
     finally:
         edge_.close()
