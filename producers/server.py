@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import gc
 import signal
+import socket
 import threading
 from collections.abc import Generator, Iterator, Sequence
 
@@ -124,29 +125,40 @@ def serve(
     shutdown: Shutdown | None = None,
     *,
     also: Sequence[Listener] = (),
+    sock: socket.socket | None = None,
 ) -> None:
     """Serve ``app`` (and the ``also`` listeners) until SIGINT/SIGTERM, then return after
     in-flight requests are answered.
 
     With ``shutdown``, its owner has installed it (``Shutdown.installed``) and signals are its
-    business; without, one is installed for the time the servers run.
+    business; without, one is installed for the time the servers run. With ``sock``, ``app`` is
+    served on that listening socket (one that ``eventpipe edge --workers`` bound and shares)
+    instead of binding ``host:port``.
     """
     if shutdown is not None:
-        _serve_all([(app, host, port), *also], shutdown)
+        _serve_all([(app, host, port), *also], shutdown, sock)
         return
     with Shutdown().installed() as own:
-        _serve_all([(app, host, port), *also], own)
+        _serve_all([(app, host, port), *also], own, sock)
 
 
-def _serve_all(listeners: Sequence[Listener], shutdown: Shutdown) -> None:
+def _serve_all(
+    listeners: Sequence[Listener], shutdown: Shutdown, sock: socket.socket | None = None
+) -> None:
     servers = [
-        _Server(uvicorn.Config(a, host=h, port=p, log_level="warning", lifespan="off"), shutdown)
+        _Server(
+            uvicorn.Config(
+                a, host=h, port=p, log_level="warning", lifespan="off", access_log=False
+            ),
+            shutdown,
+        )
         for a, h, p in listeners
     ]
 
     async def one(server: _Server) -> None:
         try:
-            await server.serve()
+            first = server is servers[0]
+            await server.serve(sockets=[sock] if first and sock is not None else None)
         finally:
             shutdown.requested.set()  # one listener gone (stopped, or failed to bind): all stop
 
