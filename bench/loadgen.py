@@ -39,6 +39,7 @@ import httpx
 import orjson
 
 from bench.data import batch_body, v2_payload
+from bench.rawhttp import RawConnection
 from bench.report import percentile
 
 BATCH_PATH = "/api/v2/events/batch"
@@ -69,36 +70,43 @@ def _write_json(path: str, value: Any) -> None:
 
 
 async def run_max(args: argparse.Namespace) -> dict[str, Any]:
+    """The closed loop, over :mod:`bench.rawhttp` connections (one per request in flight)."""
     batch = args.kind == "batch"
     distinct = 8 if batch else 256
     bodies = [
         batch_body(i * args.batch, args.batch) if batch else v2_payload(i) for i in range(distinct)
     ]
     path = BATCH_PATH if batch else SINGLE_PATH
+    headers = {**_auth(args.key), "Content-Type": "application/json"}
+    conns = [RawConnection(args.url, headers) for _ in range(args.concurrency)]
+    requests = [conns[0].request(path, body) for body in bodies]
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     accepted = 0
     issued = 0
     deadline = time.monotonic() + args.time_limit
+    for conn in conns:  # open and warm every connection, not counted
+        await conn.send(requests[0])
 
-    async with _client(args.url, args.key, args.concurrency) as client:
-        await client.post(path, content=bodies[0])  # warm one connection, not counted
+    async def worker(conn: RawConnection) -> None:
+        nonlocal issued, accepted
+        while issued < args.requests and time.monotonic() < deadline:
+            request = requests[issued % distinct]
+            issued += 1
+            t0 = time.perf_counter()
+            status, body = await conn.send(request)
+            latencies.append(time.perf_counter() - t0)
+            statuses[str(status)] = statuses.get(str(status), 0) + 1
+            if status == 202:
+                accepted += orjson.loads(body)["accepted"] if batch else 1
 
-        async def worker() -> None:
-            nonlocal issued, accepted
-            while issued < args.requests and time.monotonic() < deadline:
-                body = bodies[issued % distinct]
-                issued += 1
-                t0 = time.perf_counter()
-                resp = await client.post(path, content=body)
-                latencies.append(time.perf_counter() - t0)
-                statuses[str(resp.status_code)] = statuses.get(str(resp.status_code), 0) + 1
-                if resp.status_code == 202:
-                    accepted += orjson.loads(resp.content)["accepted"] if batch else 1
-
+    try:
         cpu0, t0, wall0 = _cpu(), time.perf_counter(), time.time()
-        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+        await asyncio.gather(*(worker(c) for c in conns))
         elapsed, cpu = time.perf_counter() - t0, _cpu() - cpu0
+    finally:
+        for conn in conns:
+            await conn.close()
     return {
         "kind": args.kind,
         "concurrency": args.concurrency,

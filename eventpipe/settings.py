@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     # --- HTTP edge ------------------------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = 8000
+    edge_workers: Annotated[int, Field(ge=1)] = 1
+    """Processes of ``eventpipe edge`` serving one port (``--workers``): each with its own
+    producer, answering after Kafka's ack as one process does. Rate limits and ``/metrics`` are
+    per process; admin routes need one process (keys minted there live in it alone)."""
     api_keys: list[ApiKeyConfig] = Field(default_factory=list)
     dev_api_key: str | None = None
     """Fixes the development key ``eventpipe dev`` prints (else one is generated and kept)."""

@@ -44,18 +44,31 @@ def dev(
 def edge(
     port: Annotated[int | None, typer.Option()] = None,
     host: Annotated[str | None, typer.Option()] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="processes serving the port (EVENTPIPE_EDGE_WORKERS; 1)"),
+    ] = None,
+    listen_fd: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Run the HTTP edge against EVENTPIPE_KAFKA_BOOTSTRAP (keys from EVENTPIPE_API_KEYS).
 
     With EVENTPIPE_ADMIN_TOKEN set, the /admin routes are served on EVENTPIPE_ADMIN_LISTEN
-    (127.0.0.1:9001), never on the public port."""
+    (127.0.0.1:9001), never on the public port. With --workers N, N processes serve the port."""
+    import socket
+
     from eventpipe.kafka import ensure_topics
     from launch.processes import build_edge
     from producers.admin import create_admin_app
-    from producers.server import serve
+    from producers.server import serve, settle_gc
 
-    s = _settings(port=port, host=host)
-    ensure_topics(s)  # a refused login or a missing topic stops the edge here, not at the 1st 503
+    s = _settings(port=port, host=host, edge_workers=workers)
+    if listen_fd is None:  # a worker's parent checked the topics already
+        ensure_topics(s)  # a refused login or a missing topic stops the edge here, not at a 503
+    if s.edge_workers > 1 and listen_fd is None:
+        from launch.workers import run_workers
+
+        raise typer.Exit(run_workers(s, s.edge_workers))
+    sock = None if listen_fd is None else socket.socket(fileno=listen_fd)
     catalog = dashboard = None  # both need a ClickHouse server: chDB is one process's
     if not s.embedded_clickhouse:
         from eventpipe.catalog import Catalog
@@ -67,7 +80,8 @@ def edge(
     edge_ = build_edge(s, catalog=catalog, dashboard=dashboard)
     try:
         admin = [(create_admin_app(s, edge_.keys), *s.admin_address)] if s.admin_token else []
-        serve(edge_.app, s.host, s.port, also=admin)
+        settle_gc()
+        serve(edge_.app, s.host, s.port, also=admin, sock=sock)
     finally:
         edge_.close()
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
+import socket
 import threading
 from collections.abc import Generator, Iterator, Sequence
 
@@ -27,6 +29,12 @@ import uvicorn
 from starlette.applications import Starlette
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+GC_YOUNG_THRESHOLD = 10_000
+"""Allocations between two young-generation collections in an edge process (Python's default:
+700). A 1,000-event batch holds a few objects per event until Kafka acknowledges it, so at the
+default every in-flight batch was scanned and promoted many times over, and promoted garbage
+made full collections frequent."""
 
 Listener = tuple[Starlette, str, int]
 
@@ -96,6 +104,20 @@ class _Server(uvicorn.Server):
         yield
 
 
+def settle_gc() -> None:
+    """Tune the collector for serving, once everything long-lived is built.
+
+    ``gc.freeze`` moves every object made so far (modules, the app, the codec's schemas) out of
+    the collector's sight, so a full collection walks only what requests made; the young
+    threshold (:data:`GC_YOUNG_THRESHOLD`) lets a batch's objects die young. Measured with
+    ``python -m bench --only edge``: the edge's CPU per batched event went from 18.3 to 11-12.5
+    us (two runs each).
+    """
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
 def serve(
     app: Starlette,
     host: str,
@@ -103,29 +125,40 @@ def serve(
     shutdown: Shutdown | None = None,
     *,
     also: Sequence[Listener] = (),
+    sock: socket.socket | None = None,
 ) -> None:
     """Serve ``app`` (and the ``also`` listeners) until SIGINT/SIGTERM, then return after
     in-flight requests are answered.
 
     With ``shutdown``, its owner has installed it (``Shutdown.installed``) and signals are its
-    business; without, one is installed for the time the servers run.
+    business; without, one is installed for the time the servers run. With ``sock``, ``app`` is
+    served on that listening socket (one that ``eventpipe edge --workers`` bound and shares)
+    instead of binding ``host:port``.
     """
     if shutdown is not None:
-        _serve_all([(app, host, port), *also], shutdown)
+        _serve_all([(app, host, port), *also], shutdown, sock)
         return
     with Shutdown().installed() as own:
-        _serve_all([(app, host, port), *also], own)
+        _serve_all([(app, host, port), *also], own, sock)
 
 
-def _serve_all(listeners: Sequence[Listener], shutdown: Shutdown) -> None:
+def _serve_all(
+    listeners: Sequence[Listener], shutdown: Shutdown, sock: socket.socket | None = None
+) -> None:
     servers = [
-        _Server(uvicorn.Config(a, host=h, port=p, log_level="warning", lifespan="off"), shutdown)
+        _Server(
+            uvicorn.Config(
+                a, host=h, port=p, log_level="warning", lifespan="off", access_log=False
+            ),
+            shutdown,
+        )
         for a, h, p in listeners
     ]
 
     async def one(server: _Server) -> None:
         try:
-            await server.serve()
+            first = server is servers[0]
+            await server.serve(sockets=[sock] if first and sock is not None else None)
         finally:
             shutdown.requested.set()  # one listener gone (stopped, or failed to bind): all stop
 
