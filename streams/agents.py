@@ -67,7 +67,9 @@ from streams.outbox import Outbox, batches
 log = structlog.get_logger(__name__)
 
 DEDUPE_DROPPED = PromCounter(
-    "eventpipe_dedupe_dropped_total", "Keyed events dropped as duplicates", ["product"]
+    "eventpipe_dedupe_dropped_total",
+    "Keyed events dropped as duplicates (per workspace: the dedupe_notices table, not a label "
+    "with one series per workspace)",
 )
 PROCESSED = PromCounter(
     "eventpipe_worker_records_total",
@@ -228,7 +230,7 @@ class EventAgent:
             out = _safe_process(value, seen, self.window_ms, self.suppressions)
             if isinstance(out, Drop):
                 self.outbox.notice(DEDUPE_NOTICE, out.notice)
-                DEDUPE_DROPPED.labels(out.product).inc()
+                DEDUPE_DROPPED.inc()
                 counts["duplicate:dedupe"] += 1
                 continue
             if isinstance(out, Forward):
