@@ -23,7 +23,7 @@ from eventpipe.settings import Settings
 from eventpipe.suppression import NONE as NO_SUPPRESSIONS
 from eventpipe.suppression import Suppressions
 from eventpipe.topics import TopicNames
-from streams import fetchwait
+from streams import delivery, fetchwait
 from streams.agents import EventAgent
 from streams.changelog import COMPACT, expiring
 from streams.codec import CODEC_NAMES, register_codecs
@@ -37,7 +37,7 @@ IDENTITY_TABLE = "identity"
 
 
 class App(faust.App):
-    """``faust.App`` with two fixes, each explained in its module.
+    """``faust.App`` with two fixes and a speed-up, each explained in its module.
 
     * ``streams.recovery``: its flow control keeps the records already handed to the agents
       when table recovery completes (Faust's clears them: records lost until a restart). Faust
@@ -45,6 +45,8 @@ class App(faust.App):
       puts every queue under the fixed event.
     * ``streams.fetchwait``: under the embedded broker profile its consumer waits at most
       ``fetch_wait_ms`` for an empty fetch, not 1.5 s.
+    * ``streams.delivery``: its fetcher hands a message to the streams without making four
+      tasks for it, under every broker profile.
     """
 
     fetch_wait_ms: int | None = None
@@ -56,7 +58,7 @@ class App(faust.App):
 
     def _new_transport(self) -> TransportT:
         if self.fetch_wait_ms is None:
-            return super()._new_transport()
+            return delivery.Transport(self.conf.broker_consumer, self)
         return fetchwait.Transport(self.conf.broker_consumer, self)
 
 

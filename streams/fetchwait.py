@@ -15,6 +15,8 @@ from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from streams import delivery
+
 FIXES_FAUST_VERSION = "0.15.3"
 """The faust-streaming release this patch was written against and verified on: a test fails when
 the installed one differs, so the patch is re-checked (dropped if fixed upstream) on upgrade."""
@@ -30,13 +32,13 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
-class _Consumer(faust_aiokafka.Consumer):
+class _Consumer(delivery.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
-class Transport(faust_aiokafka.Transport):
-    """The ``kafka://`` transport with :class:`_Consumer`; chosen by ``streams.app.App`` when
-    the broker profile sets a fetch wait."""
+class Transport(delivery.Transport):
+    """``streams.delivery``'s transport with :class:`_Consumer`; chosen by ``streams.app.App``
+    when the broker profile sets a fetch wait."""
 
     Consumer = _Consumer
