@@ -152,17 +152,25 @@ def measure_peer(
         # -W: quixstreams' dependencies warn on import (authlib); the log keeps real errors.
         proc = spawn(["-W", "ignore", *args], child_env(), workdir / "peer_quix.log", python)
         result = _poll(proc, out, events, "quixstreams peer", workdir)
-        say("agents peer: counting its events.clean")
-        watcher = Watcher(settings.bootstrap, names.clean, settings.topic_partitions)
-        try:
-            watcher.wait_for(events, 60.0, on_first=lambda: None, alive=lambda: True)
-        except TimeoutError:
-            pass  # reported as counted
-        finally:
-            watcher.close()
-        result["clean_records_out"] = watcher.count
+        say("agents peer: counting its events.clean and its changelog")
+        result["clean_records_out"] = _count(settings, names.clean, events)
         result["changelog_topics"] = _changelogs(settings.bootstrap)
+        result["changelog_records"] = sum(
+            _count(settings, t, events) for t in result["changelog_topics"]
+        )
         return result
+
+
+def _count(settings: Settings, topic: str, expected: int) -> int:
+    """Records in ``topic`` (all partitions), read until ``expected`` or a stall (Tansu)."""
+    watcher = Watcher(settings.bootstrap, topic, settings.topic_partitions)
+    try:
+        watcher.wait_for(expected, 60.0, on_first=lambda: None, alive=lambda: True)
+    except TimeoutError:
+        pass  # fewer than TAIL_SHARE of them: the count says how many
+    finally:
+        watcher.close()
+    return watcher.count
 
 
 def _changelogs(bootstrap: str) -> list[str]:
