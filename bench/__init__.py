@@ -5,7 +5,8 @@ used bare, on the same machine, and reports figure, ceiling and ratio:
 
 * ``bench.edge``   - HTTP edge (``eventpipe edge``) vs one confluent-kafka producer process;
 * ``bench.agents`` - the Faust worker (``eventpipe worker``) vs a bare Faust agent
-  (``bench.bare_faust``);
+  (``bench.bare_faust``), and vs its peer, the same job written with quixstreams
+  (``bench.peer_quix``, run from its own venv: ``bench.peer_venv``);
 * ``bench.sink``   - ``sinks.sink.Sink`` vs a bare clickhouse-connect insert (``bench.sink_child``);
 * ``bench.e2e``    - ``eventpipe dev``: HTTP to queryable rows, and 2xx -> row latency at half load.
 

@@ -69,11 +69,14 @@ def broker(prefix: str) -> Iterator[tuple[Settings, TansuBroker]]:
         b.stop()
 
 
-def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """A child Python process (``args`` after the interpreter), output to ``log``."""
+def spawn(
+    args: list[str], env: dict[str, str], log: Path, python: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """A child Python process (``args`` after the interpreter), output to ``log``; ``python``
+    is another interpreter than this one (the peer's venv, ``bench.peer_venv``)."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, *args],
+            [str(python) if python else sys.executable, *args],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,

@@ -29,11 +29,21 @@ def median_of(rounds: Sequence[StageResult]) -> StageResult:
     """One result from the same stage measured in several rounds: the median figure and the
     median ceiling. Each round measures the figure and then its ceiling, so the rounds
     interleave them, and one slow moment of a shared 2-core machine moves neither much. The
-    rounds' own figures, ceilings and ratios stay in ``details["rounds"]``."""
+    rounds' own figures, ceilings and ratios stay in ``details["rounds"]``; a row skipped in every
+    round keeps the reason in ``details["skipped"]``."""
     first = rounds[0]
     if len(rounds) == 1:
         return first
     ceilings = [r.ceiling for r in rounds if r.ceiling is not None]
+    details: dict[str, Any] = {
+        "rounds": [
+            {"figure": r.figure, "ceiling": r.ceiling, "ratio": r.ratio, "details": r.details}
+            for r in rounds
+        ]
+    }
+    skipped = [r.details["skipped"] for r in rounds if "skipped" in r.details]
+    if len(skipped) == len(rounds):  # never measured: the row says why, as a single round's
+        details["skipped"] = skipped[0]
     return StageResult(
         first.stage,
         statistics.median(r.figure for r in rounds),
@@ -43,12 +53,7 @@ def median_of(rounds: Sequence[StageResult]) -> StageResult:
         min_ratio=first.min_ratio,
         min_figure=first.min_figure,
         max_figure=first.max_figure,
-        details={
-            "rounds": [
-                {"figure": r.figure, "ceiling": r.ceiling, "ratio": r.ratio, "details": r.details}
-                for r in rounds
-            ]
-        },
+        details=details,
     )
 
 
