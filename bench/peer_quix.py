@@ -6,16 +6,15 @@ versions eventpipe needs, so it cannot share the project's venv.
 ``<peer python> -m bench.peer_quix --bootstrap B --raw T --clean T --group G --state-dir D
 --events N --out FILE``: per record of ``events.raw``
 
-1. decode the Avro body (single-object encoding: ``C3 01`` and the writer schema's 8-byte
-   CRC-64-AVRO fingerprint, then the body; read with fastavro's schemaless reader and the
-   timestamps left as epoch milliseconds, as ``streams.codec`` asks ``eventpipe.codec``);
+1. decode the Avro record with the pipeline's own codec (``eventpipe.codec``, timestamps left
+   as epoch milliseconds, as ``streams.codec`` asks for them);
 2. parse the v2 JSON payload with orjson and normalize its name with ``eventpipe.naming`` (the
    rule itself: that module imports only the standard library);
 3. dedupe with quixstreams' keyed state (RocksDB, with its changelog topic: the defaults) by the
    dedupe key of (product, source, external_id) and ``streams.dedupe.decide`` (standard library
    only), storing the first ``received_at`` as our worker does;
 4. build the ``CleanEvent`` with ``eventpipe.event.clean_record`` (needs orjson only), encode it
-   with fastavro in the same framing, and produce it to ``events.clean`` keyed by its event id.
+   with the same codec, and produce it to ``events.clean`` keyed by its event id.
 
 It writes the rate between the first and the N-th record it processed (as ``bench.bare_faust``:
 start-up and the group join excluded) to FILE, atomically, about every second (so the parent
@@ -38,7 +37,6 @@ the project's venv.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import threading
@@ -47,59 +45,30 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import fastavro
-import fastavro.schema
 import orjson
 
+from eventpipe.codec import CLEAN_EVENT, RAW_EVENT, AvroCodec
 from eventpipe.event import ParsedEvent, clean_record, to_ms
 from eventpipe.ids import dedupe_key
 from eventpipe.naming import normalize
 from streams.dedupe import Decision, decide
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
-MAGIC = b"\xc3\x01"
-HEADER_LEN = 10
-
-
-def _millis(schema: Any) -> Any:
-    """The schema with timestamp-millis read as plain longs."""
-    if isinstance(schema, list):
-        return [_millis(s) for s in schema]
-    if isinstance(schema, dict):
-        if "logicalType" in schema and schema.get("type") in ("long", "int"):
-            return schema["type"]
-        return {k: _millis(v) for k, v in schema.items()}
-    return schema
-
 
 class Codec:
-    """Single-object encoded RawEvent in, CleanEvent out (``schemas/*.v1.avsc``)."""
+    """The pipeline's own Avro codec (``eventpipe.codec``: fastavro and prometheus-client only)
+    for the peer's two records, so it reads and writes exactly the worker's bytes."""
 
     def __init__(self) -> None:
-        raw = json.loads((SCHEMAS / "raw_event.v1.avsc").read_text())
-        clean = json.loads((SCHEMAS / "clean_event.v1.avsc").read_text())
-        self.raw_header = MAGIC + self._fingerprint(raw)
-        self.clean_header = MAGIC + self._fingerprint(clean)
-        self.raw_schema = fastavro.parse_schema(_millis(raw))
-        self.clean_schema = fastavro.parse_schema(_millis(clean))
-
-    @staticmethod
-    def _fingerprint(schema: Any) -> bytes:
-        pcf = fastavro.schema.to_parsing_canonical_form(schema)
-        return bytes.fromhex(fastavro.schema.fingerprint(pcf, "CRC-64-AVRO"))
+        self._codec = AvroCodec()
 
     def decode_raw(self, data: bytes) -> dict[str, Any]:
-        if data[:HEADER_LEN] != self.raw_header:
-            raise ValueError("not a single-object encoded eventpipe.RawEvent v1")
-        value = fastavro.schemaless_reader(io.BytesIO(data[HEADER_LEN:]), self.raw_schema, None)
-        assert isinstance(value, dict)
+        name, value = self._codec.decode(data, millis=True)
+        if name != RAW_EVENT:
+            raise ValueError(f"{name} on events.raw: not a RawEvent")
         return value
 
     def encode_clean(self, record: dict[str, Any]) -> bytes:
-        buf = io.BytesIO()
-        buf.write(self.clean_header)
-        fastavro.schemaless_writer(buf, self.clean_schema, record)
-        return buf.getvalue()
+        return self._codec.encode(CLEAN_EVENT, record)
 
 
 def parse_v2(payload: bytes, received_ms: int) -> ParsedEvent:

@@ -16,8 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 QUIXSTREAMS = "3.28.1"
-REQUIREMENTS = (f"quixstreams=={QUIXSTREAMS}", "fastavro>=1.13,<2", "orjson>=3.13,<4")
-"""What ``bench.peer_quix`` imports (and ``eventpipe.event`` under it: orjson)."""
+REQUIREMENTS = (
+    f"quixstreams=={QUIXSTREAMS}",
+    "fastavro>=1.13,<2",
+    "orjson>=3.13,<4",
+    "prometheus-client>=0.26,<1",
+)
+"""What ``bench.peer_quix`` imports (and under it ``eventpipe.event``: orjson;
+``eventpipe.codec``: fastavro, prometheus-client)."""
 VENV = Path(__file__).resolve().parent / ".peer-venv"
 MARKER = VENV / ".installed"
 
