@@ -39,10 +39,10 @@ import asyncio
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import structlog
-from faust import EventT, Stream, StreamT, Table
+from faust import EventT, StreamT, Table
 from faust.serializers import codecs
 from prometheus_client import Counter
 from tenacity import AsyncRetrying, retry_if_result
@@ -51,6 +51,7 @@ from eventpipe import retry
 from eventpipe.codec import REJECTED_EVENT, AvroCodec
 from eventpipe.publisher import ANY_PARTITION, Failure, Publisher
 from streams.codec import Undecodable, rejected, rejected_undecodable
+from streams.take import overlapped_batches
 
 log = structlog.get_logger(__name__)
 
@@ -69,8 +70,9 @@ RETRY_MAX_S = retry.MAX_WAIT_S
 
 
 def batches(stream: StreamT[Any]) -> AsyncIterator[Sequence[EventT[Any]]]:
-    """The agents' batches: ``take_events`` with one set of bounds (``StreamT`` lacks it)."""
-    return cast("Stream[Any]", stream).take_events(BATCH_MAX, within=BATCH_WITHIN_S)
+    """The agents' batches, the next one filling while the agent flushes the last
+    (``streams.take``)."""
+    return overlapped_batches(stream, BATCH_MAX, BATCH_WITHIN_S)
 
 
 class _Item(NamedTuple):

@@ -18,7 +18,7 @@ from eventpipe.embedded import TansuBroker
 from eventpipe.kafka import consumer_config, producer_config
 from eventpipe.publisher import KafkaPublisher, publisher_for
 from eventpipe.settings import Settings
-from streams import delivery, fetchwait, recovery
+from streams import delivery, fetchwait, recovery, take
 from streams.app import create_app
 from streams.changelog import prepare_changelogs
 
@@ -90,7 +90,7 @@ def test_the_faust_consumer_waits_briefly_only_on_the_embedded_broker(
     assert _worker_consumer_wait(apps[KAFKA]) == 1500  # Faust's own
 
 
-@pytest.mark.parametrize("patch", [recovery, fetchwait, delivery])
+@pytest.mark.parametrize("patch", [recovery, fetchwait, delivery, take])
 def test_faust_patches_match_the_installed_faust(patch: Any) -> None:
     """Upgrading faust-streaming fails this: re-check the patch against the new release (is the
     bug still there? does the patched method still exist?), then move the version."""
