@@ -13,7 +13,7 @@ from typing import Any
 import faust
 from faust.types import TransportT
 from mode.utils.objects import cached_property
-from mode.utils.queues import FlowControlEvent
+from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
 from eventpipe.codec import RAW_EVENT
 from eventpipe.kafka_security import WorkerSecurity, worker_security
@@ -46,7 +46,8 @@ class App(faust.App):
     * ``streams.fetchwait``: under the embedded broker profile its consumer waits at most
       ``fetch_wait_ms`` for an empty fetch, not 1.5 s.
     * ``streams.delivery``: its fetcher hands a message to the streams without making four
-      tasks for it, under every broker profile.
+      tasks for it, and a stream's buffer (``FlowControlQueue``) refills from half, so a busy
+      worker's deliveries do not each block; both under every broker profile.
     """
 
     fetch_wait_ms: int | None = None
@@ -55,6 +56,13 @@ class App(faust.App):
     @cached_property
     def flow_control(self) -> FlowControlEvent:
         return ResumeKeepsBuffers(loop=self.loop)
+
+    def FlowControlQueue(
+        self, maxsize: int | None = None, *, clear_on_resume: bool = False
+    ) -> ThrowableQueue[Any]:
+        return delivery.RefillQueue(
+            maxsize, flow_control=self.flow_control, clear_on_resume=clear_on_resume
+        )
 
     def _new_transport(self) -> TransportT:
         if self.fetch_wait_ms is None:

@@ -1,5 +1,6 @@
 """streams.delivery: the fetcher's delivery call without tasks when it does not block, and
-exactly Faust's wait (a suspension interrupts it) when it does."""
+exactly Faust's wait (a suspension interrupts it) when it does; the stream buffer that refills
+from half."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any
 import pytest
 from mode import Service
 from mode.utils.locks import Event
+from mode.utils.queues import FlowControlEvent
 
-from streams.delivery import FastDelivery, Resumed
+from streams.app import App
+from streams.delivery import FastDelivery, RefillQueue, Resumed
 
 
 async def _returns_now() -> str:
@@ -192,5 +195,84 @@ def test_other_calls_and_a_suspended_flow_take_fausts_own_wait() -> None:
         made[0] = 0
         got = await fetcher.wait_first(_returns_now(), fetcher.suspend_flow.wait())
         assert made[0] > 0  # Faust's wait_first: four tasks
+
+    asyncio.run(main())
+
+
+def _filled(n: int, flow: FlowControlEvent | None = None) -> RefillQueue:
+    if flow is None:
+        flow = FlowControlEvent()
+        flow.resume()  # as Faust does once the worker has its partitions
+    queue = RefillQueue(n, flow_control=flow, clear_on_resume=True)
+    for i in range(n):
+        queue.put_nowait(i)
+    return queue
+
+
+def test_a_full_buffer_takes_nothing_until_the_stream_took_it_down_to_half() -> None:
+    async def main() -> None:
+        queue = _filled(8)
+        put = asyncio.ensure_future(queue.put(8))
+        taken = []
+        for _ in range(3):
+            taken.append(await queue.get())
+            await asyncio.sleep(0)
+            assert queue.full() and not put.done()  # Faust's queue takes one per one taken
+        taken.append(await queue.get())  # down to half: 4 left
+        assert not queue.full()
+        await asyncio.wait_for(put, 5)
+        for i in range(9, 12):  # the next half goes in without a wait
+            queue.put_nowait(i)
+        taken += [queue.get_nowait() for _ in range(queue.qsize())]
+        assert taken == list(range(12))  # and in order
+
+    asyncio.run(main())
+
+
+def test_a_flow_control_resume_empties_the_buffer_and_lets_a_waiting_put_in() -> None:
+    async def main() -> None:
+        flow = FlowControlEvent()
+        queue = _filled(4, flow)
+        put = asyncio.ensure_future(queue.put("after the rebalance"))
+        await asyncio.sleep(0)
+        flow.suspend()
+        flow.resume()  # clears every queue it manages, as after a rebalance
+        await asyncio.wait_for(put, 5)
+        assert queue.get_nowait() == "after the rebalance" and queue.empty()
+
+    asyncio.run(main())
+
+
+def test_a_cancelled_put_leaves_nothing_behind() -> None:
+    async def main() -> None:
+        queue = _filled(4)
+        put = asyncio.ensure_future(queue.put("cancelled"))
+        await asyncio.sleep(0)
+        put.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await put
+        assert [queue.get_nowait() for _ in range(4)] == [0, 1, 2, 3] and queue.empty()
+        await asyncio.wait_for(queue.put("next"), 5)
+        assert queue.get_nowait() == "next"
+
+    asyncio.run(main())
+
+
+def test_an_error_thrown_into_the_buffer_still_raises_in_the_streams_get() -> None:
+    async def main() -> None:
+        queue = _filled(2)
+        await queue.throw(ValueError("crashed"))
+        with pytest.raises(ValueError, match="crashed"):
+            await queue.get()
+
+    asyncio.run(main())
+
+
+def test_every_stream_of_the_app_gets_this_buffer() -> None:
+    async def main() -> None:
+        app = App("delivery-test", broker="kafka://127.0.0.1:1", store="memory://")
+        channel = app.channel(maxsize=16)
+        assert isinstance(channel.queue, RefillQueue) and channel.queue.maxsize == 16
+        assert channel.queue._flow_control is app.flow_control
 
     asyncio.run(main())
