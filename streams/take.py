@@ -13,7 +13,9 @@ events, while the agent works on the first. What stays as in Faust's:
 
 - acks: the events of a batch are acked only when the agent asks for the next batch, so after
   its outputs were acknowledged; the events already buffered for the next batch are not acked,
-  and a consumer commits only contiguous acked offsets;
+  and a consumer commits only contiguous acked offsets. One difference: a batch the agent still
+  holds when the generator is closed (the worker stopping or crashing mid-batch) is not acked,
+  where Faust's acks it; it is read again after the restart;
 - order: one agent takes the buffers in the order the drainer filled them, so each partition's
   records are handled in order;
 - the bounds: at most ``max_`` events a batch, a partial batch after ``within`` seconds, and
@@ -86,11 +88,12 @@ async def _batches(
             events.clear()
             full.clear()
             room.set()  # the drainer fills the next batch while the agent holds this one
-            try:
-                yield taken
-            finally:
-                for event in taken:
-                    await stream.ack(event)
+            yield taken
+            # Only when the agent asks for the next batch. Faust's take_events acks in a
+            # ``finally``, so also when the generator is closed while the agent holds the
+            # batch (a stop or a crash mid-flush): its outputs may never have reached Kafka.
+            for event in taken:
+                await stream.ack(event)
     finally:
         stream.enable_acks = acks_were
         stream._processors.remove(add_to_buffer)

@@ -80,3 +80,19 @@ def test_the_next_batch_fills_while_the_agent_holds_one_and_is_acked_only_after(
         await batches.aclose()
 
     _run(body)
+
+
+def test_a_batch_held_when_the_batches_are_closed_is_not_acked() -> None:
+    """A worker stopping or crashing while the agent flushes: the batch is read again after the
+    restart (Faust's take_events acks it in a ``finally``)."""
+
+    async def body(channel: faust.ChannelT[Any], stream: faust.StreamT[Any]) -> None:
+        for i in range(3):
+            await channel.send(value=i)
+        batches = overlapped_batches(stream, 3, WITHIN_S)
+        held = await anext(batches)
+        await batches.aclose()
+        assert [e.value for e in held] == [0, 1, 2]
+        assert not any(e.message.acked for e in held)
+
+    _run(body)
