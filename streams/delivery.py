@@ -134,17 +134,16 @@ class RefillQueue(ThrowableQueue[Any]):
     def __init__(self, maxsize: int | None = 0, **kwargs: Any) -> None:
         super().__init__(maxsize or 0, **kwargs)
         self._refill_at = self.maxsize // 2
-        self._held = False
         self._room = asyncio.Event()
+        """Clear while the buffer is held full, from full until the stream took it to half."""
         self._room.set()
 
     def full(self) -> bool:
-        return self._held
+        return not self._room.is_set()
 
     def _put(self, item: Any) -> None:
         super()._put(item)
         if 0 < self.maxsize <= self.qsize():
-            self._held = True
             self._room.clear()
 
     async def put(self, value: Any) -> None:
@@ -155,14 +154,10 @@ class RefillQueue(ThrowableQueue[Any]):
 
     def _get(self) -> Any:
         item = super()._get()
-        if self._held and self.qsize() <= self._refill_at:
-            self._release()
+        if self.qsize() <= self._refill_at:
+            self._room.set()
         return item
 
     def clear(self) -> None:
         super().clear()
-        self._release()
-
-    def _release(self) -> None:
-        self._held = False
         self._room.set()
