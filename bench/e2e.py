@@ -3,7 +3,9 @@ rows queryable in ClickHouse out.
 
 1. Saturation: N events in 1,000-event batches as fast as the edge takes them; the sustained
    rate is N over the time from the first request to the last row's ``inserted_at`` (the
-   slowest stage, the agents, sets it).
+   slowest stage, the agents, sets it). The JSON's details give each process's CPU per event
+   over it (``eventpipe dev``'s own: edge, sink and chDB's engine; the worker; Tansu): on 2
+   cores their sum, not one stage, bounds the rate.
 2. Latency at half that rate: batches of unique external ids sent on a fixed schedule for a
    fixed time; each event's latency is its row's ``inserted_at`` (ClickHouse's ``now64(3)`` at
    insert, i.e. when it became queryable) minus the wall-clock time its batch got the 2xx.
@@ -26,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from bench.procs import child_env, run_json, spawn, stop
+from bench.procs import child_env, process_tree_cpu, run_json, spawn, stop
 from bench.report import StageResult, percentile
 from eventpipe.embedded import free_port
 
@@ -36,6 +38,7 @@ TARGET_P99_S = 1.0
 TWO_WORKERS = 2
 """The issue's targets for ``eventpipe dev`` on the 2-core machine (information, not a test)."""
 TIMEOUT_S = 240.0
+RESULT_ROWS = 10_000_000
 
 
 class DevStack:
@@ -46,7 +49,13 @@ class DevStack:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.data_dir = workdir / f"{name}-data"
-        env = child_env(None, EVENTPIPE_ADMIN_TOKEN=self.admin, **env)
+        env = child_env(
+            None,
+            EVENTPIPE_ADMIN_TOKEN=self.admin,
+            # paced_latencies reads one row per event: over 100k once the rate passes 10k/s
+            EVENTPIPE_ADMIN_QUERY_MAX_RESULT_ROWS=str(RESULT_ROWS),
+            **env,
+        )
         args = ["-m", "launch", "dev", "--port", str(port), "--data-dir"]
         self.proc = spawn([*args, str(self.data_dir)], env, workdir / f"{name}-dev.log")
         self.http = httpx.Client(base_url=self.url, timeout=60)
@@ -151,6 +160,7 @@ class DevStack:
         """``events`` in 1,000-event batches as fast as the edge takes them; the sustained
         events/s (first request to the last row's ``inserted_at``) and the load's figures."""
         key = self.key(product)
+        cpu0 = process_tree_cpu(self.proc.pid)
         sat = run_json(
             [
                 *("-m", "bench.loadgen", "max", "--url", self.url, "--key", key),
@@ -161,6 +171,11 @@ class DevStack:
             timeout_s=TIMEOUT_S,
         )
         last_ms = self.wait_rows(product, sat["events_accepted"])
+        cpu1 = process_tree_cpu(self.proc.pid)
+        events = max(sat["events_accepted"], 1)
+        sat["cpu_us_per_event"] = {
+            name: round((cpu1[name] - cpu0.get(name, 0.0)) / events * 1e6, 1) for name in cpu1
+        }
         return sat["events_accepted"] / (last_ms / 1000 - sat["started_wall"]), sat
 
 

@@ -115,6 +115,41 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def process_tree_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of ``pid`` and each live descendant, by ``"<pid> <command>"``: where a stack of
+    processes (``eventpipe dev``: edge and sink, its worker, Tansu) spends its CPU."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int(
+                    (entry / "stat").read_text().rpartition(")")[2].split()[1]
+                )
+            except (OSError, ValueError):
+                continue  # exited meanwhile
+    tree, frontier = [pid], [pid]
+    while frontier:
+        frontier = [child for child, parent in parents.items() if parent in frontier]
+        tree += frontier
+    out = {}
+    for p in tree:
+        try:
+            argv = Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")
+            out[f"{p} {_command(argv)}"] = cpu_seconds(p)
+        except OSError:
+            continue
+    return out
+
+
+def _command(argv: list[bytes]) -> str:
+    """``launch worker`` for ``python -m launch worker ...``, else the program's file name."""
+    words = [a.decode(errors="replace") for a in argv if a]
+    if "-m" in words and len(words) > words.index("-m") + 2:
+        i = words.index("-m")
+        return f"{words[i + 1]} {words[i + 2]}"
+    return Path(words[0]).name if words else "?"
+
+
 def memory_mb(pid: int) -> dict[str, float]:
     """Current and peak resident set size, MiB."""
     out = {}
