@@ -133,7 +133,8 @@ LIMITS = {
     "SELECT count() FROM numbers(900000000) WHERE sipHash64(number) % 7 = 3": "Timeout exceeded",
     "SELECT count() FROM numbers(10000000000)": "max_rows_to_read",
     "SELECT number FROM numbers(5000)": "Limit for result",
-    "SELECT groupArray(number) FROM numbers(100000000)": "memory limit",
+    # 10 kB a row: the memory limit is hit within ~10k rows, long before the time limit
+    "SELECT groupArray(repeat('x', 10000)) FROM numbers(10000000)": "memory limit",
 }
 
 
