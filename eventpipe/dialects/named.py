@@ -43,7 +43,7 @@ EpochMs = Annotated[
 ]
 
 
-class NamedEvent(msgspec.Struct, forbid_unknown_fields=True):
+class NamedEvent(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     name: Annotated[UnifiedName, msgspec.Meta(examples=["ticket.updated"])]
     data: FreeForm
     user: FreeForm | None = None

@@ -69,7 +69,7 @@ _OWN_COLUMNS = frozenset({"messageId", "userId", "anonymousId", "properties", "w
 _SHARED = ("context", "integrations")
 
 
-class Shared(msgspec.Struct, forbid_unknown_fields=True):
+class Shared(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """A batch's top-level fields that apply to every item."""
 
     context: FreeForm | None = None
@@ -77,7 +77,7 @@ class Shared(msgspec.Struct, forbid_unknown_fields=True):
     sentAt: str | None = None
 
 
-class Envelope(msgspec.Struct, forbid_unknown_fields=True):
+class Envelope(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     message: FreeForm
     type: str | None = None
     batch: Shared | None = None

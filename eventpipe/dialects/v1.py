@@ -20,7 +20,7 @@ from eventpipe.dialects.common import (
     check_id,
     decode_event,
     event_name,
-    to_ms,
+    timestamp_ms,
     traits_property,
 )
 from eventpipe.errors import InvalidEvent
@@ -30,7 +30,7 @@ MAX_KEY_LENGTH = 180
 """Characters of an ``Idempotency-Key`` header (after stripping blanks)."""
 
 
-class V1Event(msgspec.Struct, forbid_unknown_fields=True):
+class V1Event(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     event: Annotated[UnifiedName, msgspec.Meta(examples=["paywall_viewed"])]
     timestamp: Timestamp
     user_id: Annotated[Id, msgspec.Meta(description="backend user id")] | None = None
@@ -49,7 +49,7 @@ def parse(payload: bytes, received_at_ms: int) -> ParsedEvent:
         raise InvalidEvent("one of 'user_id' or 'anonymous_id' is required", field="user_id")
     return ParsedEvent(
         name=name,
-        occurred_at_ms=to_ms(ev.timestamp, "timestamp"),
+        occurred_at_ms=timestamp_ms(ev.timestamp, "timestamp"),
         user_id=user_id,
         anonymous_id=anonymous_id,
         properties=ev.properties or {},

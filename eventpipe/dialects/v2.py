@@ -23,7 +23,7 @@ from eventpipe.dialects.common import (
     check_id,
     decode_event,
     event_name,
-    to_ms,
+    timestamp_ms,
     traits_property,
 )
 from eventpipe.errors import InvalidEvent
@@ -46,7 +46,7 @@ SubjectId = Annotated[Id, msgspec.Meta(description="who the event is about; for 
 ExternalId = Annotated[Id, msgspec.Meta(description="idempotency key, per product and source")]
 
 
-class V2Event(msgspec.Struct, forbid_unknown_fields=True):
+class V2Event(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     event: Annotated[UnifiedName, msgspec.Meta(examples=["user.signed_up"])] | None = None
     event_type: EventType | None = None
     action: Action | None = None
@@ -61,15 +61,15 @@ class V2Event(msgspec.Struct, forbid_unknown_fields=True):
 def parse(payload: bytes, received_at_ms: int) -> ParsedEvent:
     """Parse one v2 event; raises ``InvalidEvent`` naming the field."""
     ev = decode_event(payload, V2Event)
+    at = received_at_ms if ev.occurred_at is None else timestamp_ms(ev.occurred_at, "occurred_at")
     name = event_name(event=ev.event, event_type=ev.event_type, action=ev.action)
     if ev.properties is not None and ev.metadata is not None:
         raise InvalidEvent("give 'properties' or its alias 'metadata', not both", field="metadata")
-    occurred = received_at_ms if ev.occurred_at is None else to_ms(ev.occurred_at, "occurred_at")
     properties = ev.properties if ev.properties is not None else (ev.metadata or {})
     field = "properties" if ev.properties is not None else "metadata"
     return ParsedEvent(
         name=name,
-        occurred_at_ms=occurred,
+        occurred_at_ms=at,
         external_id=check_id(ev.external_id, "external_id"),
         subject_type=ev.subject_type,
         subject_id=check_id(ev.subject_id, "subject_id"),
