@@ -16,7 +16,6 @@ schema evolves (and so do records of a version a newer producer registered).
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import os
@@ -28,6 +27,14 @@ import fastavro
 import fastavro.schema
 from prometheus_client import Counter
 
+from eventpipe.avro_fast import (
+    bytes_field,
+    flat_encoder,
+    long_bytes,
+    long_field,
+    optional_str_field,
+    str_field,
+)
 from schemas import schema_files
 
 MAGIC = b"\xc3\x01"
@@ -100,79 +107,6 @@ def _load() -> list[_Schema]:
     return out
 
 
-def _long(n: int) -> bytes:
-    """Avro's long: zig-zag, then base-128 varint."""
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-_length = functools.lru_cache(maxsize=16_384)(_long)
-"""``_long`` of a byte length, cached: most payloads' lengths repeat, and the loop is slow."""
-
-
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-
-
-def _str_field(value: Any) -> bytes:
-    if type(value) is not str:
-        raise TypeError("not a str")
-    data = value.encode("utf-8")
-    return _length(len(data)) + data
-
-
-def _optional_str_field(value: Any) -> bytes:
-    return b"\x00" if value is None else b"\x02" + _str_field(value)
-
-
-def _bytes_field(value: Any) -> bytes:
-    if type(value) is not bytes:
-        raise TypeError("not bytes")
-    return _length(len(value)) + value
-
-
-def _long_field(value: Any) -> bytes:
-    if type(value) is not int or not _INT64_MIN <= value <= _INT64_MAX:
-        raise TypeError("not an int64")
-    return _long(value)
-
-
-_FIELD_ENCODERS: dict[str, Callable[[Any], bytes]] = {
-    '"string"': _str_field,
-    '["null", "string"]': _optional_str_field,
-    '"bytes"': _bytes_field,
-    '"long"': _long_field,
-    '{"type": "long", "logicalType": "timestamp-millis"}': _long_field,
-}
-"""Avro types a flat record's fields may have, with the exact Python types written fast (any
-other value, e.g. a datetime, makes the caller use fastavro)."""
-
-
-def _flat_encoder(schema_text: bytes) -> Callable[[dict[str, Any]], bytes] | None:
-    """A body encoder for a record whose fields are all in ``_FIELD_ENCODERS``, else None.
-
-    Why: fastavro's per-call set-up made its ``schemaless_writer`` the largest single cost of
-    the worker's own work (every output and rejection is encoded once). Raises on any value it
-    does not write exactly as fastavro does; ``AvroCodec.encode`` then asks fastavro.
-    """
-    fields = []
-    for f in json.loads(schema_text)["fields"]:
-        encoder = _FIELD_ENCODERS.get(json.dumps(f["type"]))
-        if encoder is None:
-            return None
-        fields.append((f["name"], encoder))
-    join = b"".join
-
-    def encode(value: dict[str, Any]) -> bytes:
-        return join([enc(value[name]) for name, enc in fields])
-
-    return encode
-
-
 _RAW_LAYOUT = (
     ("event_id", "string"),
     ("dialect", "string"),
@@ -187,9 +121,9 @@ _RAW_LAYOUT = (
 
 def _container_header(schema: _Schema, sync: bytes) -> bytes:
     meta = ((b"avro.schema", schema.text), (b"avro.codec", b"null"))
-    parts = [b"Obj\x01", _long(len(meta))]
+    parts = [b"Obj\x01", long_bytes(len(meta))]
     for key, value in meta:
-        parts += [_long(len(key)), key, _long(len(value)), value]
+        parts += [long_bytes(len(key)), key, long_bytes(len(value)), value]
     return b"".join([*parts, b"\x00", sync])
 
 
@@ -222,7 +156,7 @@ class AvroCodec:
                 id_bytes = schema_id.to_bytes(4, "big")
                 self._by_id[id_bytes] = self._newest[name]
                 self._header[name] = CONFLUENT_MAGIC + id_bytes
-        self._flat = {name: _flat_encoder(s.text) for name, s in self._newest.items()}
+        self._flat = {name: flat_encoder(s.text) for name, s in self._newest.items()}
         raw = self._newest[RAW_EVENT]
         layout = tuple((f["name"], f["type"]) for f in json.loads(raw.text)["fields"])
         self._raw_header = self._header[RAW_EVENT] if layout == _RAW_LAYOUT else None
@@ -268,13 +202,13 @@ class AvroCodec:
 
             return slow
         header = self._raw_header
-        shared = _str_field(dialect) + _str_field(product) + _str_field(source)
-        received = _long_field(received_at_ms)
+        shared = str_field(dialect) + str_field(product) + str_field(source)
+        received = long_field(received_at_ms)
         join = b"".join
 
         def encode(event_id: str, external_id: str | None, payload: bytes) -> bytes:
-            fields = (_str_field(event_id), shared, _optional_str_field(external_id), received)
-            return join((header, *fields, _bytes_field(payload)))
+            fields = (str_field(event_id), shared, optional_str_field(external_id), received)
+            return join((header, *fields, bytes_field(payload)))
 
         return encode
 
@@ -302,7 +236,13 @@ class AvroCodec:
                 [m[HEADER_LEN if m[0] == 0xC3 else CONFLUENT_HEADER_LEN :] for m in messages]
             )
         return b"".join(
-            [_container_header(schema, sync), _long(len(messages)), _long(len(body)), body, sync]
+            [
+                _container_header(schema, sync),
+                long_bytes(len(messages)),
+                long_bytes(len(body)),
+                body,
+                sync,
+            ]
         )
 
     def decode(self, data: bytes, *, millis: bool = False) -> tuple[str, dict[str, Any]]:

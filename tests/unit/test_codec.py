@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from eventpipe.avro_fast import LENGTHS, long_bytes
 from eventpipe.codec import (
     CLEAN_EVENT,
     DEDUPE_NOTICE,
@@ -159,6 +160,51 @@ def test_flat_encoder_writes_fastavros_bytes_for_every_record(
     # the flat encoder itself: encode() would hide a failing one behind its fastavro fallback
     assert flat(value) == _fastavro_bytes(record, value)
     assert codec.encode(record, value)[HEADER_LEN:] == flat(value)
+
+
+def _fastavro_schemaless(schema: Any, value: Any) -> bytes:
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(schema), value)
+    return buf.getvalue()
+
+
+@settings(max_examples=500, deadline=None)
+@given(n=st.integers(-(2**63), 2**63 - 1) | st.sampled_from([0, -1, 63, -64, 64, -65, 2**63 - 1]))
+def test_long_bytes_writes_fastavros_long(n: int) -> None:
+    """Every varint size, 1 to 10 bytes, both signs."""
+    assert long_bytes(n) == _fastavro_schemaless("long", n)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    size=st.sampled_from([0, 1, 63, 64, len(LENGTHS) - 1, len(LENGTHS), 70_000])
+    | st.integers(0, 3 * len(LENGTHS)),
+    text=st.booleans(),
+)
+def test_flat_encoder_writes_fastavros_lengths_past_the_table(size: int, text: bool) -> None:
+    """A string or bytes past the cached length prefixes (``LENGTHS``) still writes exactly."""
+    codec = AvroCodec()
+    value = {**RAW, "event_id": "é" * size if text else "e", "payload": b"x" * size}
+    assert codec._flat[RAW_EVENT] is not None
+    assert codec._flat[RAW_EVENT](value) == _fastavro_bytes(RAW_EVENT, value)
+
+
+def test_flat_encoder_names_the_field_it_cannot_write() -> None:
+    codec = AvroCodec()
+    flat = codec._flat[CLEAN_EVENT]
+    assert flat is not None
+    value = {**clean_value(), "occurred_at": datetime(2026, 5, 1, tzinfo=UTC)}
+    with pytest.raises(TypeError, match="occurred_at: not an int64"):
+        flat(value)
+    with pytest.raises(TypeError, match="user_id: not a str or null"):
+        flat({**clean_value(), "user_id": 5})
+    with pytest.raises(KeyError, match="traits"):
+        flat({k: v for k, v in clean_value().items() if k != "traits"})
+
+
+def clean_value() -> dict[str, Any]:
+    fields = json.loads(AvroCodec()._newest[CLEAN_EVENT].text)["fields"]
+    return {f["name"]: (0 if "long" in json.dumps(f["type"]) else "x") for f in fields}
 
 
 def test_flat_encoder_leaves_what_it_cannot_write_exactly_to_fastavro() -> None:
