@@ -56,10 +56,11 @@ def edge(
     (127.0.0.1:9001), never on the public port. With --workers N, N processes serve the port."""
     import socket
 
+    from eventpipe import garbage_collection
     from eventpipe.kafka import ensure_topics
     from launch.processes import build_edge
     from producers.admin import create_admin_app
-    from producers.server import serve, settle_gc
+    from producers.server import serve
 
     s = _settings(port=port, host=host, edge_workers=workers)
     if listen_fd is None:  # a worker's parent checked the topics already
@@ -80,7 +81,7 @@ def edge(
     edge_ = build_edge(s, catalog=catalog, dashboard=dashboard)
     try:
         admin = [(create_admin_app(s, edge_.keys), *s.admin_address)] if s.admin_token else []
-        settle_gc()
+        garbage_collection.settle()
         serve(edge_.app, s.host, s.port, also=admin, sock=sock)
     finally:
         edge_.close()

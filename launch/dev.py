@@ -40,7 +40,7 @@ from typing import Any
 
 import structlog
 
-from eventpipe import retry
+from eventpipe import garbage_collection, retry
 from eventpipe.broker import BrokerProfile
 from eventpipe.catalog import Catalog
 from eventpipe.dashboard import Dashboard
@@ -299,6 +299,7 @@ def run_dev(settings: Settings) -> None:
         shutdown = Shutdown()
         # Installed until the end: a second signal must reach the drain and the stops below
         # (the default SIGTERM would end the process with the broker's topics unprocessed).
+        garbage_collection.settle()
         with shutdown.installed():
             serve(app, settings.host, port, shutdown)
             log.info("shutting down: HTTP stopped", forced=shutdown.forced.is_set())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import threading
 
+from eventpipe import garbage_collection
 from eventpipe.kafka import ensure_topics
 from eventpipe.lag import sink_lag_monitor
 from eventpipe.metrics import serve_metrics
@@ -28,8 +29,10 @@ def run_sink_process(settings: Settings) -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     server = serve_metrics(settings.metrics_host, settings.sink_metrics_port)
     lag = sink_lag_monitor(settings).start()
+    sink = build_sink(settings, client)
+    garbage_collection.settle()
     try:
-        build_sink(settings, client).run(stop)
+        sink.run(stop)
     finally:
         lag.close()
         server.close()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import signal
 import socket
 import threading
@@ -29,12 +28,6 @@ import uvicorn
 from starlette.applications import Starlette
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-GC_YOUNG_THRESHOLD = 10_000
-"""Allocations between two young-generation collections in an edge process (Python's default:
-700). A 1,000-event batch holds a few objects per event until Kafka acknowledges it, so at the
-default every in-flight batch was scanned and promoted many times over, and promoted garbage
-made full collections frequent."""
 
 Listener = tuple[Starlette, str, int]
 
@@ -102,20 +95,6 @@ class _Server(uvicorn.Server):
     def capture_signals(self) -> Generator[None, None, None]:
         # The Shutdown's handlers are in place (see serve); uvicorn's would re-raise the signal.
         yield
-
-
-def settle_gc() -> None:
-    """Tune the collector for serving, once everything long-lived is built.
-
-    ``gc.freeze`` moves every object made so far (modules, the app, the codec's schemas) out of
-    the collector's sight, so a full collection walks only what requests made; the young
-    threshold (:data:`GC_YOUNG_THRESHOLD`) lets a batch's objects die young. Measured with
-    ``python -m bench --only edge``: the edge's CPU per batched event went from 18.3 to 11-12.5
-    us (two runs each).
-    """
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def serve(

@@ -21,6 +21,7 @@ from pathlib import Path
 import faust
 import structlog
 
+from eventpipe import garbage_collection
 from eventpipe.kafka import ensure_topics
 from eventpipe.lag import WORKER_LAG, LagMonitor
 from eventpipe.metrics import serve_metrics
@@ -115,6 +116,7 @@ def run_worker(settings: Settings) -> None:
         loglevel=settings.log_level.upper(),
         redirect_stdouts=False,
     )
+    garbage_collection.settle()
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
