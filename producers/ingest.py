@@ -7,6 +7,7 @@ A 2xx is only ever built after the delivery report of every event it reports as 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -294,12 +295,15 @@ class Ingest:
         if staged and not out.accepted and out.retryable:
             raise self.unavailable()  # else every event was refused for good: a 400 batch
         EVENTS.labels(dialect, "accepted").inc(len(out.accepted))
-        out.accepted.sort(key=lambda a: a.index)
-        out.errors.sort(key=lambda e: int(e["index"]))
+        if copies or out.errors:  # else every event is in order already
+            out.accepted.sort(key=_INDEX)
+            out.errors.sort(key=lambda e: int(e["index"]))
         return out
 
 
 Encoder = Callable[[bytes, ParsedEvent, str | None], Staged]
+
+_INDEX = operator.attrgetter("index")
 
 ExternalId = Callable[[int | None, ParsedEvent], str | None]
 """Which external id an event gets (index None for a single event): the dedupe key's last part."""

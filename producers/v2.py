@@ -22,9 +22,13 @@ DIALECT = "v2"
 DEPRECATION = {"Deprecation": "true", "Sunset": SUNSET}
 
 
-def describe(event_id: str, p: ParsedEvent, principal: Principal) -> dict[str, Any]:
-    """The response's ``data`` object, in document 000's shape."""
-    return {
+def describe(
+    event_id: str, p: ParsedEvent, principal: Principal, index: int | None = None
+) -> dict[str, Any]:
+    """The response's ``data`` object, in document 000's shape; a batch's items lead with their
+    ``index`` (one dict per event, not one merged into another)."""
+    item = {
+        "index": index,
         "uuid": event_id,
         "event_type": p.name.event_type,
         "action": p.name.action,
@@ -35,6 +39,9 @@ def describe(event_id: str, p: ParsedEvent, principal: Principal) -> dict[str, A
         "occurred_at": iso_ms(p.occurred_at_ms),
         "external_id": p.external_id,
     }
+    if index is None:
+        del item["index"]
+    return item
 
 
 async def single(ingest: Ingest, request: Request) -> Response:
@@ -50,7 +57,7 @@ async def batch(ingest: Ingest, request: Request, max_events: int) -> Response:
     out = await ingest.many(
         principal, DIALECT, v2.parse, payloads, received, body_external_id, max_events
     )
-    data = [{"index": a.index, **describe(a.event_id, a.parsed, principal)} for a in out.accepted]
+    data = [describe(a.event_id, a.parsed, principal, a.index) for a in out.accepted]
     body_out: dict[str, Any] = {
         "data": data,
         "accepted": len(data),

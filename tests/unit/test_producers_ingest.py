@@ -162,3 +162,23 @@ def test_a_batch_reports_refused_events_as_not_retryable() -> None:
     everything = ScriptedPublisher(max_bytes=10)
     r = post(everything, "/api/v2/events/batch", {"events": events})
     assert r.status_code == 400 and r.json()["rejected"] == 2, "no 503: a retry cannot help"
+
+
+def test_a_batch_answers_in_index_order_with_copies_invalid_and_refused_events_mixed() -> None:
+    """Copies of an earlier event's external id are answered after the published ones, and
+    refusals after the invalid ones: the answer still lists each in index order."""
+    big = {"event": "a.b", "external_id": "big", "properties": {"n": "x" * 300}}
+    events = [
+        {"event": "a.b", "external_id": "e1"},
+        big,
+        {"event": "not a name"},
+        {"event": "a.b", "external_id": "e1"},  # a copy of index 0
+        {"event": "a.b", "external_id": "e2"},
+        {**big},  # a copy of index 1: refused as it was
+    ]
+    r = post(ScriptedPublisher(max_bytes=400), "/api/v2/events/batch", {"events": events})
+    assert r.status_code == 202, r.text
+    assert [d["index"] for d in r.json()["data"]] == [0, 3, 4]
+    assert [e["index"] for e in r.json()["errors"]] == [1, 2, 5]
+    assert r.json()["data"][1]["uuid"] == r.json()["data"][0]["uuid"]
+    assert list(r.json()["data"][0])[:2] == ["index", "uuid"]
