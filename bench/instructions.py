@@ -33,7 +33,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
@@ -42,7 +42,7 @@ EVENTS = 1_000
 LOW, HIGH = 2, 6
 """Repetitions of the two counted runs."""
 
-Target = Literal["handler", "parse", "rules"]
+TARGETS = ("handler", "parse", "rules")
 
 
 def _loop(target: str, repetitions: int) -> None:
@@ -98,13 +98,13 @@ def _count(tree: Path, target: str, repetitions: int) -> int:
 
 
 def main(
-    target: Annotated[str, typer.Argument(help="handler, parse or rules")] = "handler",
+    target: Annotated[str, typer.Argument(help=" or ".join(TARGETS))] = "handler",
     tree: Annotated[Path | None, typer.Option(help="another checkout to count")] = None,
     child: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Count the instructions one event costs in TARGET."""
-    if target not in ("handler", "parse", "rules"):
-        raise typer.BadParameter(f"{target!r}: one of handler, parse, rules")
+    if target not in TARGETS:
+        raise typer.BadParameter(f"{target!r}: one of {', '.join(TARGETS)}")
     if child is not None:
         _loop(target, child)
         return

@@ -38,61 +38,38 @@ def long_bytes(n: int) -> bytes:
     return _VARINT[(n.bit_length() + 6) // 7](n)
 
 
-LENGTHS = tuple(long_bytes(n) for n in range(8192))
+CACHED_LENGTHS = 8192
+LENGTHS = tuple(long_bytes(n) for n in range(CACHED_LENGTHS))
 """The prefix of every string or bytes shorter than 8 KiB, the lengths almost every field has."""
 
 
 def length_bytes(n: int) -> bytes:
-    return LENGTHS[n] if n < 8192 else long_bytes(n)
+    return LENGTHS[n] if n < CACHED_LENGTHS else long_bytes(n)
 
 
-def str_field(value: Any) -> bytes:
-    if type(value) is not str:
-        raise TypeError("not a str")
-    data = value.encode()
-    return length_bytes(len(data)) + data
-
-
-def optional_str_field(value: Any) -> bytes:
-    return b"\x00" if value is None else b"\x02" + str_field(value)
-
-
-def bytes_field(value: Any) -> bytes:
-    if type(value) is not bytes:
-        raise TypeError("not bytes")
-    return length_bytes(len(value)) + value
-
-
-def long_field(value: Any) -> bytes:
-    if type(value) is not int or not INT64_MIN <= value <= INT64_MAX:
-        raise TypeError("not an int64")
-    return long_bytes(value)
-
-
+# Each Avro type's rule, written once: the code that checks the value ``{x}`` and writes its
+# prefix ``{p}`` and body ``{x}``, naming ``{where}`` in its error. Both the record encoders
+# (every field inline) and the single-field functions below are generated from these.
 _STRING = """\
-    {x} = v[{name!r}]
     if type({x}) is not str:
-        raise TypeError({name!r} + ": not a str")
+        raise TypeError({where!r} "not a str")
     {x} = {x}.encode()
     {p} = length_bytes(len({x}))"""
 _OPTIONAL_STRING = """\
-    {x} = v[{name!r}]
     if {x} is None:
         {p}, {x} = b"\\x00", b""
     elif type({x}) is not str:
-        raise TypeError({name!r} + ": not a str or null")
+        raise TypeError({where!r} "not a str or null")
     else:
         {x} = {x}.encode()
         {p} = b"\\x02" + length_bytes(len({x}))"""
 _BYTES = """\
-    {x} = v[{name!r}]
     if type({x}) is not bytes:
-        raise TypeError({name!r} + ": not bytes")
+        raise TypeError({where!r} "not bytes")
     {p} = length_bytes(len({x}))"""
 _LONG = """\
-    {x} = v[{name!r}]
     if type({x}) is not int or not INT64_MIN <= {x} <= INT64_MAX:
-        raise TypeError({name!r} + ": not an int64")
+        raise TypeError({where!r} "not an int64")
     {p}, {x} = b"", long_bytes({x})"""
 
 FIELD_TYPES: dict[str, str] = {
@@ -102,8 +79,34 @@ FIELD_TYPES: dict[str, str] = {
     '"long"': _LONG,
     '{"type": "long", "logicalType": "timestamp-millis"}': _LONG,
 }
-"""The Avro types a flat record's fields may have (as ``json.dumps`` writes them), each with the
-code that writes its prefix ``p`` and body ``x``; only the exact Python types are written."""
+"""The Avro types a flat record's fields may have (as ``json.dumps`` writes them), each with its
+rule; only the exact Python types are written."""
+
+_SCOPE: dict[str, Any] = {
+    "length_bytes": length_bytes,
+    "long_bytes": long_bytes,
+    "INT64_MIN": INT64_MIN,
+    "INT64_MAX": INT64_MAX,
+}
+
+
+def _compiled(source: str, name: str) -> Callable[[Any], bytes]:
+    scope = dict(_SCOPE)
+    exec(compile(source, f"<avro encoder of {name}>", "exec"), scope)
+    encoder: Callable[[Any], bytes] = scope["encode"]
+    return encoder
+
+
+def _field_function(rule: str) -> Callable[[Any], bytes]:
+    """One value of one type, for the fields :meth:`AvroCodec.raw_encoder` writes itself."""
+    body = rule.format(x="x", p="p", where="")
+    return _compiled(f"def encode(x):\n{body}\n    return p + x", "a field")
+
+
+str_field = _field_function(_STRING)
+optional_str_field = _field_function(_OPTIONAL_STRING)
+bytes_field = _field_function(_BYTES)
+long_field = _field_function(_LONG)
 
 
 def flat_encoder(schema_text: bytes | str) -> Callable[[dict[str, Any]], bytes] | None:
@@ -115,18 +118,11 @@ def flat_encoder(schema_text: bytes | str) -> Callable[[dict[str, Any]], bytes] 
     schema = json.loads(schema_text)
     body, parts = [], []
     for i, field in enumerate(schema["fields"]):
-        template = FIELD_TYPES.get(json.dumps(field["type"]))
-        if template is None:
+        rule = FIELD_TYPES.get(json.dumps(field["type"]))
+        if rule is None:
             return None
-        body.append(template.format(x=f"x{i}", p=f"p{i}", name=field["name"]))
+        body.append(f"    x{i} = v[{field['name']!r}]")
+        body.append(rule.format(x=f"x{i}", p=f"p{i}", where=f"{field['name']}: "))
         parts += [f"p{i}", f"x{i}"]
     source = "def encode(v):\n" + "\n".join(body) + f"\n    return b''.join(({', '.join(parts)},))"
-    scope: dict[str, Any] = {
-        "length_bytes": length_bytes,
-        "long_bytes": long_bytes,
-        "INT64_MIN": INT64_MIN,
-        "INT64_MAX": INT64_MAX,
-    }
-    exec(compile(source, f"<avro encoder of {schema['name']}>", "exec"), scope)
-    encoder: Callable[[dict[str, Any]], bytes] = scope["encode"]
-    return encoder
+    return _compiled(source, schema["name"])

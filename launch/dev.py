@@ -296,10 +296,10 @@ def run_dev(settings: Settings) -> None:
             "  Ctrl-C stops everything (after draining what the edge acknowledged; twice: now).",
             flush=True,
         )
+        garbage_collection.settle()
         shutdown = Shutdown()
         # Installed until the end: a second signal must reach the drain and the stops below
         # (the default SIGTERM would end the process with the broker's topics unprocessed).
-        garbage_collection.settle()
         with shutdown.installed():
             serve(app, settings.host, port, shutdown)
             log.info("shutting down: HTTP stopped", forced=shutdown.forced.is_set())

@@ -38,8 +38,8 @@ timestamp is decoded as the string sent (``Timestamp``) and parsed after, since 
 ``datetime`` may gain or lose a ``:`` (``+0100`` becomes ``+01:00``) and so hide a dropped
 duplicate. Whenever the counts differ (a field sent as ``null`` is one such case), a ``\\u003a``
 escape could hide a key's colon, or a limit is hit, the exact but slow ``diagnose`` runs, which
-also names the field. ``python -m bench.handler`` measured the typed decode against the
-untyped decode and ``msgspec.convert`` it replaced (see the README's edge section).
+also names the field. ``python -m bench.instructions parse`` counted the typed decode against
+the untyped decode and ``msgspec.convert`` it replaced (see the README's edge section).
 """
 
 from __future__ import annotations
@@ -133,21 +133,11 @@ def decode(payload: bytes, type_: type[T], prefix: str = "") -> T:
         raise malformed(payload, exc, prefix, type_) from None
 
 
-_DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {}
-
-
-def _decoder(type_: type[T]) -> msgspec.json.Decoder[T]:
-    decoder = _DECODERS.get(type_)
-    if decoder is None:
-        decoder = _DECODERS[type_] = msgspec.json.Decoder(type_)
-    return decoder
-
-
 def decode_event(payload: bytes, type_: type[T]) -> T:
     """Decode one event into ``type_`` (a struct with ``omit_defaults``) within the limits of
     the module docstring."""
     try:
-        event: T = _decoder(type_).decode(payload)
+        event = msgspec.json.decode(payload, type=type_)
     except msgspec.ValidationError as exc:
         raise invalid_event(payload, exc) from None
     except _UNDECODABLE as exc:

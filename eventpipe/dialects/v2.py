@@ -67,13 +67,15 @@ def parse(payload: bytes, received_at_ms: int) -> ParsedEvent:
         raise InvalidEvent("give 'properties' or its alias 'metadata', not both", field="metadata")
     properties = ev.properties if ev.properties is not None else (ev.metadata or {})
     field = "properties" if ev.properties is not None else "metadata"
+    external_id = check_id(ev.external_id, "external_id")
+    subject_id = check_id(ev.subject_id, "subject_id")
     return ParsedEvent(
         name=name,
         occurred_at_ms=at,
-        external_id=check_id(ev.external_id, "external_id"),
+        external_id=external_id,
         subject_type=ev.subject_type,
-        subject_id=check_id(ev.subject_id, "subject_id"),
-        user_id=check_id(ev.subject_id, "subject_id") if ev.subject_type == "user" else None,
+        subject_id=subject_id,
+        user_id=subject_id if ev.subject_type == "user" else None,
         anonymous_id=anonymous_id_property(properties, field),
         properties=properties,
         traits=traits_property(properties, field),
