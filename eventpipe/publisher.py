@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from eventpipe.kafka import producer_config
+from eventpipe.kafka import close_producer, producer_config
 from eventpipe.metrics import KAFKA_DELIVERY_SECONDS, KAFKA_PRODUCER_QUEUE
 from eventpipe.retry import KAFKA_TOO_LARGE, kafka_retryable, produce_exception_retryable
 from eventpipe.settings import Settings
@@ -211,7 +211,9 @@ class KafkaPublisher:
         return results
 
     def close(self, timeout_s: float = 10.0) -> None:
-        remaining = self._producer.flush(timeout_s)
+        """Deliver what is queued, then close the producer (``eventpipe.kafka.close_producer``);
+        nothing is published after this."""
+        remaining = sum(close_producer(p, timeout_s) for p in [self._producer, *self._retiring])
         if remaining:
             log.error("producer closed with undelivered messages", count=remaining)
 

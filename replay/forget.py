@@ -36,7 +36,7 @@ from confluent_kafka import KafkaError, Producer
 
 from eventpipe.drain import Offsets, lag
 from eventpipe.errors import Unavailable
-from eventpipe.kafka import producer_config
+from eventpipe.kafka import close_producer, producer_config
 from eventpipe.kafka_security import librdkafka_security
 from eventpipe.settings import Settings
 from eventpipe.suppression import Suppression, digest, topic_key
@@ -130,7 +130,7 @@ class Forgetter:
         return {"product": product, "lifted": True}
 
     def close(self) -> None:
-        self._producer.flush(PUBLISH_TIMEOUT_S)
+        close_producer(self._producer, PUBLISH_TIMEOUT_S)
 
     def _publish(self, s: Suppression) -> None:
         self._send(topic_key(s.product, s.person), s.to_json())

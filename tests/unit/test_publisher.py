@@ -6,6 +6,7 @@ import asyncio
 
 from confluent_kafka import KafkaError
 
+from eventpipe.embedded import TansuBroker
 from eventpipe.kafka import MESSAGE_MAX_BYTES, producer_config
 from eventpipe.publisher import Failure, KafkaPublisher, _match_failures
 from eventpipe.settings import Settings
@@ -68,3 +69,21 @@ def test_every_item_sent_to_an_unreachable_broker_fails_with_its_reason() -> Non
         assert again[0] is not None, "a second loop gets its reports too (a new poll task)"
     finally:
         publisher.close(timeout_s=1)
+
+
+def test_a_closed_publisher_lets_the_embedded_broker_exit_on_sigterm() -> None:
+    """Tansu does not exit on SIGTERM while a client is connected (it is killed after the grace),
+    so ``close`` must close the producer's connections, not only flush it; twice is harmless."""
+    broker = TansuBroker()
+    broker.start()
+    try:
+        publisher = KafkaPublisher(producer_config(Settings(kafka_bootstrap=broker.bootstrap)))
+        results = asyncio.run(publisher.publish("closing", [(b"k", b"v")]))
+        assert results == [None]
+        publisher.close(timeout_s=10)
+        publisher.close(timeout_s=10)
+        assert publisher.in_flight() == 0
+        broker.stop(timeout_s=5)
+    finally:
+        broker.stop(timeout_s=0)
+    assert broker.proc is not None and broker.proc.returncode == 0, "killed: a client stayed"
