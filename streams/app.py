@@ -8,10 +8,12 @@ their own, each with its own topic prefix.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import faust
 from faust.types import TransportT
+from mode import ServiceT
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
@@ -48,6 +50,10 @@ class App(faust.App):
     * ``streams.delivery``: its fetcher hands a message to the streams without making four
       tasks for it, and a stream's buffer (``FlowControlQueue``) refills from half, so a busy
       worker's deliveries do not each block; both under every broker profile.
+    * Faust's own ``Monitor`` sensor is off the per-record path. It keeps in-memory counters
+      for Faust's web view, which is off (eventpipe's metrics are Prometheus), and it ran five
+      times per record (in, stream in and out, out, each table lookup): about 4% of the
+      worker's CPU. The consumer still reports end offsets and commits to ``app.monitor``.
     """
 
     fetch_wait_ms: int | None = None
@@ -63,6 +69,11 @@ class App(faust.App):
         return delivery.RefillQueue(
             maxsize, flow_control=self.flow_control, clear_on_resume=clear_on_resume
         )
+
+    def on_init_dependencies(self) -> Iterable[ServiceT]:
+        dependencies = super().on_init_dependencies()  # adds the monitor to the sensors
+        self.sensors.remove(self.monitor)
+        return dependencies
 
     def _new_transport(self) -> TransportT:
         if self.fetch_wait_ms is None:

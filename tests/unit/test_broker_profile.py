@@ -90,6 +90,15 @@ def test_the_faust_consumer_waits_briefly_only_on_the_embedded_broker(
     assert _worker_consumer_wait(apps[KAFKA]) == 1500  # Faust's own
 
 
+def test_faust_monitor_is_off_the_per_record_path(apps: dict[BrokerProfile, faust.App]) -> None:
+    """Faust's Monitor ran on every record for a web view that is off; the consumer still
+    reports to ``app.monitor`` directly, so the object stays."""
+    for app in apps.values():
+        list(app.on_init_dependencies())
+        assert app.monitor not in set(app.sensors)
+        assert app.monitor is not None
+
+
 @pytest.mark.parametrize("patch", [recovery, fetchwait, delivery, take])
 def test_faust_patches_match_the_installed_faust(patch: Any) -> None:
     """Upgrading faust-streaming fails this: re-check the patch against the new release (is the
