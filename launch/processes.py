@@ -17,6 +17,7 @@ from confluent_kafka import Consumer
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
+from eventpipe import dialects
 from eventpipe.catalog import Catalog
 from eventpipe.codec import AvroCodec
 from eventpipe.dashboard import Dashboard
@@ -57,6 +58,7 @@ def build_edge(
     ``admin``: routes served on the same app (``eventpipe dev``), or a function of the key store
     that makes them; ``eventpipe edge`` serves its admin routes on a listener of their own.
     """
+    dialects.prepare()
     publisher = publisher_for(settings)
     keys = KeyStore(settings.api_keys, settings.rate_limit_per_minute)
     routes = admin(keys) if callable(admin) else admin

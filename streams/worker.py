@@ -21,7 +21,7 @@ from pathlib import Path
 import faust
 import structlog
 
-from eventpipe import garbage_collection
+from eventpipe import dialects, garbage_collection
 from eventpipe.kafka import ensure_topics
 from eventpipe.lag import WORKER_LAG, LagMonitor
 from eventpipe.metrics import serve_metrics
@@ -116,6 +116,7 @@ def run_worker(settings: Settings) -> None:
         loglevel=settings.log_level.upper(),
         redirect_stdouts=False,
     )
+    dialects.prepare()  # the first record of each dialect would build its decoder
     garbage_collection.settle()
     try:
         worker.execute_from_commandline()
