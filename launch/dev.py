@@ -50,6 +50,7 @@ from eventpipe.kafka import ensure_topics
 from eventpipe.lag import sink_lag_monitor
 from eventpipe.settings import Settings, is_loopback
 from launch.processes import build_edge, build_sink
+from launch.workers import bind
 from producers.admin import admin_routes
 from producers.auth import new_key
 from producers.query import ReadOnlyQuery
@@ -177,8 +178,11 @@ def run_dev(settings: Settings) -> None:
         )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     api_key, admin_token = _secrets(settings)
-    port = settings.port or free_port(settings.host)
     with ExitStack() as stack:
+        # The HTTP listener is bound first, so no port picked after it (the embedded broker's)
+        # can be the same one: a port only picked, not held, can be handed out twice.
+        listener = stack.enter_context(bind(settings.host, settings.port))
+        port = int(listener.getsockname()[1])
         broker: TansuBroker | None = None
         if settings.embedded_kafka:
             broker = TansuBroker()
@@ -301,7 +305,7 @@ def run_dev(settings: Settings) -> None:
         # Installed until the end: a second signal must reach the drain and the stops below
         # (the default SIGTERM would end the process with the broker's topics unprocessed).
         with shutdown.installed():
-            serve(app, settings.host, port, shutdown)
+            serve(app, settings.host, port, shutdown, sock=listener)
             log.info("shutting down: HTTP stopped", forced=shutdown.forced.is_set())
             publisher.close()
             drained = _drain(settings, shutdown, worker_group, embedded=broker is not None)

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from eventpipe.embedded import free_port, free_ports, wait_for_port
+from eventpipe.embedded import free_ports, wait_for_port
 from tests.conftest import Stack
 
 EVENT = {"event": "user.signed_up"}
@@ -209,14 +209,15 @@ def test_edge_serves_admin_routes_only_on_its_admin_listener(stack: Stack, edge:
 
 
 def test_edge_refuses_a_non_loopback_admin_listener(tmp_path: Path) -> None:
+    port, admin_port = free_ports(2)
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTPIPE_")}
     env.update(
         EVENTPIPE_KAFKA_BOOTSTRAP="127.0.0.1:1",
         EVENTPIPE_ADMIN_TOKEN="t",
-        EVENTPIPE_ADMIN_LISTEN=f"0.0.0.0:{free_port()}",
+        EVENTPIPE_ADMIN_LISTEN=f"0.0.0.0:{admin_port}",
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "launch", "edge", "--port", str(free_port())],
+        [sys.executable, "-m", "launch", "edge", "--port", str(port)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
