@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, Producer
 
 from eventpipe.embedded import TansuBroker
-from eventpipe.kafka import MESSAGE_MAX_BYTES, producer_config
+from eventpipe.kafka import MESSAGE_MAX_BYTES, close_producer, producer_config
 from eventpipe.publisher import Failure, KafkaPublisher, _match_failures
 from eventpipe.settings import Settings
 
@@ -87,3 +87,17 @@ def test_a_closed_publisher_lets_the_embedded_broker_exit_on_sigterm() -> None:
     finally:
         broker.stop(timeout_s=0)
     assert broker.proc is not None and broker.proc.returncode == 0, "killed: a client stayed"
+
+
+def test_a_producer_with_records_left_is_not_closed() -> None:
+    """Closing would wait for them up to their delivery timeout: it stays open, says how many."""
+    producer = Producer(
+        producer_config(
+            Settings(kafka_bootstrap="127.0.0.1:1"), **{"message.timeout.ms": 300, "log_level": 0}
+        )
+    )
+    producer.produce("t", b"v", b"k")
+    assert close_producer(producer, timeout_s=0) == 1
+    assert producer.flush(5) == 0, "still open: its report came (the record timed out)"
+    assert close_producer(producer, timeout_s=0) == 0
+    assert close_producer(producer, timeout_s=0) == 0, "closing twice is harmless"
