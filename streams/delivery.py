@@ -35,6 +35,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode.services import WaitResults
 from mode.utils.queues import ThrowableQueue
 
+from streams.recovery import SeekKeepsDelivered
+
 FIXES_FAUST_VERSION = "0.15.3"
 """The faust-streaming release this was written against and verified on: a test fails when the
 installed one differs, so the delivery call (``Consumer._drain_messages``) is re-checked."""
@@ -111,8 +113,8 @@ def _is_wait_of(coro: Any, event: Any) -> bool:
     )
 
 
-class Consumer(FastDelivery, faust_aiokafka.Consumer):
-    """Faust's aiokafka consumer with :class:`FastDelivery`."""
+class Consumer(FastDelivery, SeekKeepsDelivered, faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer with :class:`FastDelivery` and the seek of ``streams.recovery``."""
 
 
 class Transport(faust_aiokafka.Transport):

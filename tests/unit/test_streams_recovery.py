@@ -1,20 +1,25 @@
-"""The Faust fixes (streams.recovery, streams.fetchwait) and the worker's ready file: no broker."""
+"""The Faust fixes (streams.recovery, streams.fetchwait) and the worker's ready file: no broker.
+
+The seek's fix is checked end to end by ``tests/e2e/test_worker_faults.py`` (commits reach the
+ends after a restart under load); here, its rule and the upstream mechanism it avoids."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import faust
 import pytest
+from faust.types import TP
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
 from eventpipe.kafka import producer_config
 from eventpipe.publisher import KafkaPublisher
 from eventpipe.settings import Settings
 from streams.app import create_app
-from streams.recovery import ResumeKeepsBuffers
+from streams.recovery import ResumeKeepsBuffers, SeekKeepsDelivered, read_offsets_after_seek
 from streams.worker import ready, remove_ready_file
 
 
@@ -71,6 +76,54 @@ def app() -> Iterator[faust.App]:
 
 def test_app_uses_the_fixed_flow_control(app: faust.App) -> None:
     assert isinstance(app.flow_control, ResumeKeepsBuffers)
+
+
+RAW = TP("unit.events.raw", 0)
+OTHER = TP("unit.events.raw", 1)
+
+
+def test_upstream_a_gap_over_delivered_offsets_commits_one_offset_per_commit(
+    app: faust.App,
+) -> None:
+    """The bug: the seek set the read offset back to 281 after 281..1314 were delivered, so the
+    next record, 1315, recorded them as a gap; filling it at a commit doubles each of them."""
+    consumer = app.consumer
+    consumer._committed_offset[RAW] = 281
+    consumer._acked[RAW].extend(range(281, 1400))
+    consumer._acked_index[RAW].update(range(281, 1400))
+    asyncio.run(consumer._add_gap(RAW, 282, 1315))
+    commits = []
+    for _ in range(3):
+        commits.append(consumer._new_offset(RAW))
+        consumer._committed_offset[RAW] = commits[-1]
+    assert commits == [283, 284, 285]  # 1,400 once the gap is not there
+
+
+def test_the_app_consumer_seeks_with_the_fix(app: faust.App) -> None:
+    assert isinstance(app.consumer, SeekKeepsDelivered)
+
+
+def test_a_seek_sets_back_the_read_offsets_nothing_moved() -> None:
+    """Faust's rewind, kept: what was read before the seek is read again from the commit."""
+    before = {RAW: 900, OTHER: None}
+    assert read_offsets_after_seek(before, dict(before), {RAW: 281, OTHER: 7}) == {
+        RAW: 281,
+        OTHER: 7,
+    }
+
+
+def test_a_read_offset_moved_during_the_seek_is_kept() -> None:
+    # RAW was revoked and assigned again (no read offset), then read to 1314 while awaiting.
+    after = read_offsets_after_seek({OTHER: 50}, {RAW: 1314, OTHER: 60}, {RAW: 281, OTHER: 40})
+    assert after == {RAW: 1314, OTHER: 60}
+
+
+def test_a_read_offset_moved_below_the_commit_is_set_to_the_commit() -> None:
+    assert read_offsets_after_seek({RAW: None}, {RAW: 100}, {RAW: 281}) == {RAW: 281}
+
+
+def test_a_partition_without_a_commit_keeps_what_it_read_or_reads_from_the_start() -> None:
+    assert read_offsets_after_seek({}, {RAW: 12}, {RAW: -1, OTHER: -1}) == {RAW: 12, OTHER: None}
 
 
 def test_ready_needs_recovered_tables_and_no_rebalance(app: faust.App) -> None:
