@@ -3,12 +3,17 @@ and then check that what got a 2xx is in ClickHouse, once."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
 from collections.abc import Collection
 from pathlib import Path
 
+from eventpipe.drain import Offsets, lag
+from eventpipe.settings import Settings
+from eventpipe.topics import TopicNames
+from streams.app import app_id
 from tests.conftest import Stack
 
 
@@ -61,3 +66,21 @@ def assert_landed_once(
     extra = [r for r in rows if r["event_id"] not in want]
     from_nowhere = [r for r in extra if r["external_id"] not in unknown]
     assert not from_nowhere, f"{len(from_nowhere)} rows nobody sent: {from_nowhere[:5]}"
+
+
+def assert_worker_commits_reach_ends(stack: Stack, timeout_s: float = 30) -> None:
+    """The worker group's committed offsets reach the end of every raw partition: after a
+    restart or a takeover, commits that crawl behind what was processed make the lag read wrong
+    and the next restart read it all again."""
+    state = json.loads((stack.data_dir / "dev.json").read_text())
+    settings = Settings(topic_prefix=state["topic_prefix"], worker_id=state["worker_id"])
+    offsets = Offsets(state["kafka_bootstrap"])
+    try:
+        tps = offsets.partitions([TopicNames.from_settings(settings).raw])
+        assert tps, "no events.raw partitions: the check below would hold vacuously"
+        deadline = time.monotonic() + timeout_s
+        while (behind := lag(offsets.ends(tps)[0], offsets.committed(app_id(settings), tps))) > 0:
+            assert time.monotonic() < deadline, f"the worker's commits stay {behind} behind"
+            time.sleep(0.2)
+    finally:
+        offsets.close()

@@ -1,7 +1,7 @@
 """Scaled out: a second ``eventpipe worker`` (and, on a ClickHouse server, a second
 ``eventpipe sink``) in the groups of a running ``eventpipe dev``, on one broker. SIGKILLed under
-paced load, the processes left take their partitions over, and every event that got a 2xx is in
-ClickHouse exactly once.
+paced load, the processes left take their partitions over, every event that got a 2xx is in
+ClickHouse exactly once, and the worker left commits up to the end of every raw partition.
 
 Each test starts its own ``dev`` on whichever backend the session uses (killing a worker or a
 sink process breaks nothing shared); the joining processes come from ``bench.procs.join_dev``,
@@ -26,7 +26,7 @@ import pytest
 from bench.loadgen import read_ids, read_run
 from bench.procs import Joined, child_env, join_dev, stop
 from tests.conftest import Stack, start_stack
-from tests.load import assert_landed_once, loadgen, wait_until
+from tests.load import assert_landed_once, assert_worker_commits_reach_ends, loadgen, wait_until
 
 pytestmark = pytest.mark.fault
 
@@ -89,6 +89,7 @@ def test_worker_killed_the_other_takes_its_partitions_over(
     # Events were accepted after the kill too: dev's worker had to take the partitions over.
     assert len(accepted) > at_kill + 3_000, (at_kill, len(accepted))
     assert_landed_once(stack, ws.product, accepted, unknown)
+    assert_worker_commits_reach_ends(stack)  # dev's worker, after taking the partitions over
 
 
 def test_dev_with_two_workers_shares_the_raw_partitions_and_stores_every_event(

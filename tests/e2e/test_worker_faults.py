@@ -11,18 +11,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
 from bench.loadgen import read_ids, read_run
-from eventpipe.drain import Offsets, lag
-from eventpipe.settings import Settings
-from eventpipe.topics import TopicNames
-from streams.app import app_id
 from tests.conftest import Stack
-from tests.load import assert_landed_once, loadgen, wait_until
+from tests.load import assert_landed_once, assert_worker_commits_reach_ends, loadgen, wait_until
 
 pytestmark = pytest.mark.fault
 
@@ -75,17 +70,4 @@ def test_worker_killed_mid_stream_loses_nothing_and_still_dedupes(
         timeout_s=90,
     )
     assert {n["event_id"] for n in notices} == {first.json()["data"]["uuid"]}
-    # The restarted worker commits up to the end of every raw partition: commits that crawl
-    # behind what was processed make the lag read wrong and the next restart read it all again.
-    state = json.loads((stack.data_dir / "dev.json").read_text())
-    settings = Settings(topic_prefix=state["topic_prefix"], worker_id=state["worker_id"])
-    offsets = Offsets(state["kafka_bootstrap"])
-    try:
-        tps = offsets.partitions([TopicNames.from_settings(settings).raw])
-        assert tps, "no events.raw partitions: the check below would hold vacuously"
-        deadline = time.monotonic() + 30
-        while (behind := lag(offsets.ends(tps)[0], offsets.committed(app_id(settings), tps))) > 0:
-            assert time.monotonic() < deadline, f"the worker's commits stay {behind} behind"
-            time.sleep(0.2)
-    finally:
-        offsets.close()
+    assert_worker_commits_reach_ends(stack)
