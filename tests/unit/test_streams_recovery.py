@@ -1,7 +1,9 @@
-"""The Faust fixes (streams.recovery, streams.fetchwait) and the worker's ready file: no broker.
+"""The Faust fixes (streams.recovery, streams.fetchwait) and the worker's ready file.
 
 The seek's fix is checked end to end by ``tests/e2e/test_worker_faults.py`` (commits reach the
-ends after a restart under load); here, its rule and the upstream mechanism it avoids."""
+ends after a restart under load), which needs the race; here, its rule, the upstream mechanism it
+avoids, and the seek itself on a real consumer against an embedded broker with the interleaving
+forced (the only test here that needs a broker)."""
 
 from __future__ import annotations
 
@@ -12,13 +14,15 @@ from pathlib import Path
 
 import faust
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 from faust.types import TP
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
-from eventpipe.kafka import producer_config
+from eventpipe.embedded import TansuBroker
+from eventpipe.kafka import create_topics, producer_config
 from eventpipe.publisher import KafkaPublisher
 from eventpipe.settings import Settings
-from streams.app import create_app
+from streams.app import app_id, create_app
 from streams.recovery import ResumeKeepsBuffers, SeekKeepsDelivered, read_offsets_after_seek
 from streams.worker import ready, remove_ready_file
 
@@ -101,6 +105,49 @@ def test_upstream_a_gap_over_delivered_offsets_commits_one_offset_per_commit(
 
 def test_the_app_consumer_seeks_with_the_fix(app: faust.App) -> None:
     assert isinstance(app.consumer, SeekKeepsDelivered)
+
+
+def test_the_seek_keeps_what_was_read_while_it_awaited_the_broker() -> None:
+    """The worker's consumer, assigned two partitions with commits at 281 and 7: partition 0 is
+    read to 1314 while the seek awaits the committed offsets (as the fetcher does after table
+    recovery), partition 1 was read to 50 before the seek and not during it."""
+    broker = TansuBroker()
+    broker.start()
+    try:
+        settings = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix="unit.seek.")
+        topic = "unit.seek.raw"
+        create_topics(settings, [topic])
+        committer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": app_id(settings)})
+        committer.commit(
+            offsets=[TopicPartition(topic, 0, 281), TopicPartition(topic, 1, 7)],
+            asynchronous=False,
+        )
+        committer.close()
+        publisher = KafkaPublisher(producer_config(settings, log_level=0))
+        app = create_app(settings, publisher)
+        read, moved = TP(topic, 0), TP(topic, 1)
+
+        async def seek() -> tuple[dict[TP, int | None], dict[TP, int | None]]:
+            consumer = app.consumer  # made in this loop: its thread answers to it
+            await consumer.start()
+            try:
+                consumer._thread._ensure_consumer().assign({read, moved})
+                consumer._read_offset[moved] = 50
+
+                async def deliver() -> None:  # runs once the seek is waiting for the broker
+                    consumer._read_offset[read] = 1314
+
+                await asyncio.gather(consumer.perform_seek(), deliver())
+                return dict(consumer._read_offset), dict(consumer._committed_offset)
+            finally:
+                await consumer.stop()
+
+        kept, committed = asyncio.run(seek())
+        publisher.close(timeout_s=0)
+    finally:
+        broker.stop()
+    assert kept == {read: 1314, moved: 7}
+    assert committed == {read: 281, moved: 7}
 
 
 def test_a_seek_sets_back_the_read_offsets_nothing_moved() -> None:
