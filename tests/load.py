@@ -3,7 +3,6 @@ and then check that what got a 2xx is in ClickHouse, once."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 from eventpipe.drain import Offsets, lag
 from eventpipe.settings import Settings
 from eventpipe.topics import TopicNames
+from launch.dev import DevState
 from streams.app import app_id
 from tests.conftest import Stack
 
@@ -72,9 +72,10 @@ def assert_worker_commits_reach_ends(stack: Stack, timeout_s: float = 30) -> Non
     """The worker group's committed offsets reach the end of every raw partition: after a
     restart or a takeover, commits that crawl behind what was processed make the lag read wrong
     and the next restart read it all again."""
-    state = json.loads((stack.data_dir / "dev.json").read_text())
-    settings = Settings(topic_prefix=state["topic_prefix"], worker_id=state["worker_id"])
-    offsets = Offsets(state["kafka_bootstrap"])
+    state = DevState.read(stack.data_dir)
+    assert state is not None, f"no eventpipe dev state in {stack.data_dir}"
+    settings = Settings(topic_prefix=state.topic_prefix, worker_id=state.worker_id)
+    offsets = Offsets(state.kafka_bootstrap)
     try:
         tps = offsets.partitions([TopicNames.from_settings(settings).raw])
         assert tps, "no events.raw partitions: the check below would hold vacuously"
