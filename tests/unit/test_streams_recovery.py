@@ -14,16 +14,21 @@ from pathlib import Path
 
 import faust
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from faust.types import TP
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
 from eventpipe.embedded import TansuBroker
-from eventpipe.kafka import create_topics, producer_config
+from eventpipe.kafka import close_producer, create_topics, producer_config
 from eventpipe.publisher import KafkaPublisher
 from eventpipe.settings import Settings
 from streams.app import app_id, create_app
-from streams.recovery import ResumeKeepsBuffers, SeekKeepsDelivered, read_offsets_after_seek
+from streams.recovery import (
+    ResumeKeepsBuffers,
+    SeekKeepsDelivered,
+    read_offsets_after_seek,
+    uncommitted_starts,
+)
 from streams.worker import ready, remove_ready_file
 
 
@@ -148,6 +153,59 @@ def test_the_seek_keeps_what_was_read_while_it_awaited_the_broker() -> None:
         broker.stop()
     assert kept == {read: 1314, moved: 7}
     assert committed == {read: 281, moved: 7}
+
+
+def test_the_seek_reads_again_what_was_drained_on_partitions_without_a_commit() -> None:
+    """Partition 0 has no commit and partition 1 is committed at 0; both were drained past
+    their records (as when Faust drops what it drained while flow was suspended). aiokafka's
+    seek leaves both where they are; the worker's consumer seeks them to 0."""
+    broker = TansuBroker()
+    broker.start()
+    try:
+        settings = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix="unit.uncommitted.")
+        topic = "unit.uncommitted.raw"
+        create_topics(settings, [topic])
+        writer = Producer(producer_config(settings))
+        for partition in (0, 0, 1):
+            writer.produce(topic, b"v", b"k", partition=partition)
+        assert close_producer(writer, 10) == 0
+        producer = KafkaPublisher(producer_config(settings, log_level=0))
+        committer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": app_id(settings)})
+        committer.commit(offsets=[TopicPartition(topic, 1, 0)], asynchronous=False)
+        committer.close()
+        app = create_app(settings, producer)
+        none, zero = TP(topic, 0), TP(topic, 1)
+
+        async def seek() -> tuple[dict[TP, int | None], dict[TP, int | None]]:
+            consumer = app.consumer  # made in this loop: its thread answers to it
+            await consumer.start()
+            try:
+                kafka = consumer._thread._ensure_consumer()
+
+                async def assign() -> None:  # in the consumer's thread, as Faust's calls are
+                    kafka.assign({none, zero})
+
+                await consumer._thread.call_thread(assign)
+                await consumer.seek_wait({none: 2, zero: 1})  # drained, then dropped
+                await consumer.perform_seek()
+                positions = {tp: await consumer.position(tp) for tp in (none, zero)}
+                return positions, dict(consumer._read_offset)
+            finally:
+                await consumer.stop()
+
+        positions, read = asyncio.run(seek())
+        producer.close(timeout_s=0)
+    finally:
+        broker.stop()
+    assert positions == {none: 0, zero: 0}
+    assert read == {none: None, zero: 0}
+
+
+def test_uncommitted_starts_are_the_commit_at_zero_or_the_earliest_offset() -> None:
+    raw0, raw1, raw2, log = TP("raw", 0), TP("raw", 1), TP("raw", 2), TP("changelog", 0)
+    committed = {raw0: None, raw1: 0, raw2: 5, log: None}
+    assert uncommitted_starts(committed, {"changelog"}, {}) == {raw0: None, raw1: 0}
+    assert uncommitted_starts(committed, {"changelog"}, {raw0: 3}) == {raw0: 3, raw1: 0}
 
 
 def test_a_seek_sets_back_the_read_offsets_nothing_moved() -> None:
