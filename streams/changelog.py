@@ -1,4 +1,5 @@
-"""Changelog preparation before a worker starts: create the topics, then write sentinels.
+"""The tables' changelogs: created, then given sentinels, before a worker starts; read in bulk
+when it recovers its tables (:class:`ChangelogReader`, used by ``streams.bulk_recovery``).
 
 Why sentinels: Tansu reports a partition's end offset as the first offset of its last batch + 1
 (docs/architecture.md, "Broker profile"), so Faust's table recovery stops before the last batch and
@@ -22,12 +23,16 @@ keeps there. Topics that already exist keep the config they were created with.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import asyncio
+import threading
+import time
+from collections.abc import AsyncGenerator, Iterable, Mapping
+from typing import cast
 
 import structlog
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from eventpipe.kafka import changelog_config, create_topics, producer_config
+from eventpipe.kafka import changelog_config, consumer_config, create_topics, producer_config
 from eventpipe.settings import Settings
 from streams.dedupe import SENTINEL_KEY, SENTINEL_VALUE
 
@@ -102,3 +107,89 @@ def prepare_changelogs(settings: Settings, topics: Mapping[str, Mapping[str, str
     ensure_changelogs(settings, topics)
     if settings.workarounds.changelog_sentinels:
         write_sentinels(settings, list(topics))
+
+
+class ChangelogReader:
+    """Reads changelog partitions from given offsets up to given last offsets, in large batches.
+
+    Table recovery in bulk (``streams.bulk_recovery``): librdkafka fetches and decodes the
+    records in C, many thousands per call, where Faust delivers each one through its consumer,
+    conductor and recovery loop (about 100 us of CPU per record). It never joins a group nor
+    commits: ``group.id`` is only a name librdkafka requires. A record past a partition's last
+    offset is not returned (whoever recovers next reads it), and that partition stops fetching.
+    """
+
+    def __init__(
+        self, settings: Settings, topic: str, starts: Mapping[int, int], lasts: Mapping[int, int]
+    ) -> None:
+        self.topic = topic
+        self._lasts = dict(lasts)
+        self._left = {p for p, last in self._lasts.items() if starts[p] <= last}
+        group = f"{settings.topic_prefix}{settings.worker_id}-changelog-reader"
+        self._consumer = Consumer(
+            consumer_config(settings, group, **{"enable.partition.eof": True, "log_level": 3})
+        )
+        self._consumer.assign([TopicPartition(topic, p, starts[p]) for p in self._left])
+        self._lock = threading.Lock()  # a close waits for a fetch still running in a thread
+        self._closed = False
+
+    @property
+    def done(self) -> bool:
+        return not self._left
+
+    def batch(self, max_records: int = 10_000, timeout_s: float = 0.5) -> list[Message]:
+        """The next records within the last offsets, in offset order per partition."""
+        with self._lock:
+            if self._closed:
+                return []
+            return self._batch(max_records, timeout_s)
+
+    def _batch(self, max_records: int, timeout_s: float) -> list[Message]:
+        out: list[Message] = []
+        finished: list[int] = []
+        for msg in self._consumer.consume(max_records, timeout_s):
+            err = msg.error()
+            p = cast(int, msg.partition())  # set on every consumed record
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    raise KafkaException(err)
+                finished.append(p)  # nothing more there than what it held when asked
+                continue
+            offset = cast(int, msg.offset())
+            if offset > self._lasts[p] or p not in self._left:
+                finished.append(p)
+                continue
+            out.append(msg)
+            if offset == self._lasts[p]:
+                finished.append(p)
+        done = [p for p in finished if p in self._left]
+        if done:
+            self._left.difference_update(done)
+            self._consumer.pause([TopicPartition(self.topic, p) for p in done])
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._consumer.close()
+
+
+async def read_changelog(
+    settings: Settings,
+    topic: str,
+    starts: Mapping[int, int],
+    lasts: Mapping[int, int],
+    budget_s: float,
+) -> AsyncGenerator[list[Message], None]:
+    """Batches of ``topic``'s partitions from ``starts`` to ``lasts`` (inclusive), for at most
+    ``budget_s`` seconds; the fetches run in a thread, so the event loop (heartbeats, the
+    agents' acks) keeps running between them. Close it (``contextlib.aclosing``) to close its
+    consumer at once when the reading stops early."""
+    deadline = time.monotonic() + budget_s
+    reader = await asyncio.to_thread(ChangelogReader, settings, topic, starts, lasts)
+    try:
+        while not reader.done and time.monotonic() < deadline:
+            yield await asyncio.to_thread(reader.batch)
+    finally:
+        await asyncio.to_thread(reader.close)

@@ -8,8 +8,9 @@ Three parts keep it bounded, each where Faust or Kafka can do it:
   acknowledged. A compacting Kafka then drops their entries; a restart on a broker that never
   compacts (Tansu) reads the tombstone and does not keep the key;
 * when a partition is recovered (a restart, a rebalance, a standby reading along), entries
-  already out of the window are not kept (:meth:`DedupeTable.apply_changelog_batch`): a key
-  that left the window while no worker ran is forgotten even though no tombstone was written;
+  already out of the window are not kept (:func:`recover`, for records Faust delivers and for
+  records read in bulk, ``streams.bulk_recovery``): a key that left the window while no worker
+  ran is forgotten even though no tombstone was written;
 * on a real Kafka the changelog is also ``compact,delete`` with a retention past the window
   (``streams.changelog``), for the entries no tombstone ever covered.
 
@@ -21,11 +22,13 @@ The store is Faust's in-memory one (``streams.app``). Entries are written by the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator, MutableMapping
+from typing import Any, cast
 
 import faust
 import structlog
+from confluent_kafka import Message
+from faust.serializers import codecs
 from faust.types import TP, EventT
 
 from streams.dedupe import SENTINEL_KEY, Expiry
@@ -45,30 +48,27 @@ class DedupeTable(faust.Table):  # type: ignore[type-arg]  # Faust: Table[KT, VT
         return len(self.data)
 
     def apply_changelog_batch(self, batch: Iterable[EventT[Any]]) -> None:
-        """Recover entries as the memory store would (a tombstone deletes), except the sentinel
-        (it carries no dedupe key) and entries out of the window at their partition's horizon
-        (which recovery advances as it reads)."""
-        store = self.data
-        touched: set[int] = set()
-        for event in batch:
-            msg = event.message
-            key, first_ms = msg.key, event.value
-            if key is None or key == SENTINEL_KEY:
-                continue
-            if msg.value is None:
-                store.pop(key, None)
-                continue
-            if not isinstance(first_ms, int):  # never written by the outbox
-                log.warning(
-                    "dedupe changelog entry ignored", partition=msg.partition, value=first_ms
-                )
-                continue
-            store[key] = first_ms
-            self.expiry.track(msg.partition, key, first_ms)
-            touched.add(msg.partition)
-        for _, key, first_ms in self.expiry.due(touched):
-            if store.get(key) == first_ms:  # not stored again since
-                del store[key]
+        """Recover the records Faust's recovery delivers (:func:`recover`)."""
+        entries = ((e.message.partition, e.message.key, e.message.value, e.value) for e in batch)
+        recover(self.data, self.expiry, entries)
+
+    def apply_records(self, records: Iterable[Message]) -> None:
+        """Recover records read in bulk (``streams.bulk_recovery``, :func:`recover`), their
+        values decoded by the codec the outbox encodes them with."""
+        loads = codecs.get_codec(self.value_serializer).loads
+
+        def entries() -> Iterator[tuple[int, bytes | None, bytes | None, Any]]:
+            for msg in records:
+                key, raw = msg.key(), msg.value()
+                value: Any = None
+                if raw is not None and key != SENTINEL_KEY:
+                    try:
+                        value = loads(raw)
+                    except Exception:  # not the outbox's: ``recover`` logs it and goes on
+                        value = raw
+                yield cast(int, msg.partition()), key, raw, value
+
+        recover(self.data, self.expiry, entries())
 
     async def sweep(self, outbox: Outbox, partitions: Iterable[int]) -> int:
         """Tombstone the keys of ``partitions`` that left the window; return how many.
@@ -97,3 +97,30 @@ class DedupeTable(faust.Table):  # type: ignore[type-arg]  # Faust: Table[KT, VT
                 if store.get(key) == first_ms:
                     del store[key]
         await super().on_recovery_completed(active_tps, standby_tps)
+
+
+def recover(
+    store: MutableMapping[bytes, int],
+    expiry: Expiry,
+    entries: Iterable[tuple[int, bytes | None, bytes | None, Any]],
+) -> None:
+    """Apply changelog entries ``(partition, key, raw value, decoded value)`` in order, as the
+    memory store would (a tombstone deletes), except the sentinel (it carries no dedupe key) and
+    entries out of the window at their partition's horizon (which recovery advances as it
+    reads). The one rule, however the records were read."""
+    touched: set[int] = set()
+    for partition, key, raw, first_ms in entries:
+        if key is None or key == SENTINEL_KEY:
+            continue
+        if raw is None:
+            store.pop(key, None)
+            continue
+        if not isinstance(first_ms, int):  # never written by the outbox
+            log.warning("dedupe changelog entry ignored", partition=partition, value=first_ms)
+            continue
+        store[key] = first_ms
+        expiry.track(partition, key, first_ms)
+        touched.add(partition)
+    for _, key, first_ms in expiry.due(touched):
+        if store.get(key) == first_ms:  # not stored again since
+            del store[key]

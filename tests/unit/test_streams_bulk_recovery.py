@@ -1,0 +1,106 @@
+"""streams.bulk_recovery: a worker's dedupe table recovered from its changelog in bulk.
+
+The rule applied is the dedupe table's own (``tests/unit/test_streams_dedupe_table.py``); here,
+that the bulk path applies it to records as read, and that Faust's recovery, at the step where it
+works out each active partition's starting offset, reads each range to its highwater and no
+further, with the worker's real consumer against an embedded broker. That a restarted worker still
+drops a retry is checked end to end by ``tests/e2e/test_worker_faults.py``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from confluent_kafka import Message, Producer
+from faust.types import TP
+
+from eventpipe.embedded import TansuBroker
+from eventpipe.kafka import close_producer, create_topics, producer_config
+from eventpipe.publisher import KafkaPublisher
+from eventpipe.settings import Settings
+from streams.app import DEDUPE_TABLE, create_app
+from streams.bulk_recovery import BulkRecovery
+from streams.dedupe import SENTINEL_KEY, SENTINEL_VALUE
+from streams.dedupe_table import DedupeTable
+from tests.fakes import FakeTable
+
+WINDOW = 3_600_000
+
+
+def record(partition: int, offset: int, key: bytes, value: bytes | None) -> Message:
+    return Message(topic="c", partition=partition, offset=offset, key=key, value=value)
+
+
+def test_records_read_in_bulk_follow_the_recovery_rule() -> None:
+    table = FakeTable(window_ms=WINDOW)
+    records = [
+        record(0, 0, SENTINEL_KEY, SENTINEL_VALUE),
+        record(0, 1, b"old", b"1000"),
+        record(0, 2, b"tombstoned", b"1500"),
+        record(0, 3, b"tombstoned", None),
+        record(0, 4, b"not-json", b"\xff{"),  # never written by the outbox: skipped, logged
+        record(0, 5, b"kept", b"%d" % (1_000 + WINDOW - 1)),
+        record(0, 6, b"newest", b"%d" % (1_000 + WINDOW)),
+        record(1, 0, b"other-partition", b"1000"),
+    ]
+    DedupeTable.apply_records(table, records)  # type: ignore[arg-type]
+    assert table == {
+        b"kept": 1_000 + WINDOW - 1,
+        b"newest": 1_000 + WINDOW,
+        b"other-partition": 1_000,
+    }
+
+
+def test_recovery_reads_each_active_changelog_partition_in_bulk_to_its_highwater() -> None:
+    """Partition 0 to its end; partition 1 only to its highwater (offset 1: the record at 2 is
+    Faust's to read); partitions 2 and 3 are empty. A second recovery reads only what follows."""
+    broker = TansuBroker()
+    broker.start()
+    try:
+        settings = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix="unit.bulk.")
+        publisher = KafkaPublisher(producer_config(settings, log_level=0))
+        app = create_app(settings, publisher)
+        table = app.tables[DEDUPE_TABLE]
+        topic = table.changelog_topic_name
+        create_topics(settings, [topic])
+        producer = Producer(producer_config(settings))
+        for partition, key, value in (
+            (0, SENTINEL_KEY, SENTINEL_VALUE),
+            (0, b"a", b"1000"),
+            (0, b"b", b"1001"),
+            (0, b"b", None),
+            (0, b"c", b"1002"),
+            (1, b"d", b"2000"),
+            (1, b"e", b"2001"),
+            (1, b"f", b"2002"),
+        ):
+            producer.produce(topic, value, key, partition=partition)
+        assert close_producer(producer, 10) == 0
+        recovery = app.tables.recovery
+        assert isinstance(recovery, BulkRecovery)
+        tps = {TP(topic, p) for p in range(4)}
+
+        async def recover_twice() -> tuple[dict[int, int], dict[bytes, int], dict[int, int]]:
+            consumer = app.consumer  # made in this loop: its thread answers to it
+            await consumer.start()
+
+            async def recover(highwaters: dict[int, int]) -> dict[int, int]:
+                recovery.active_highwaters.update({TP(topic, p): h for p, h in highwaters.items()})
+                for tp in tps:
+                    recovery.active_offsets.setdefault(tp, None)  # as Faust's add_active does
+                await recovery._build_offsets(consumer, tps, recovery.active_offsets, "active")
+                return {tp.partition: recovery.active_offsets[tp] for tp in tps}
+
+            try:
+                first = await recover({0: 4, 1: 1, 2: -1, 3: -1})
+                return first, dict(table.data), await recover({1: 2})
+            finally:
+                await consumer.stop()
+
+        first, after_first, second = asyncio.run(recover_twice())
+        publisher.close(timeout_s=0)
+    finally:
+        broker.stop()
+    assert first == {0: 4, 1: 1, 2: -1, 3: -1}
+    assert after_first == {b"a": 1000, b"c": 1002, b"d": 2000, b"e": 2001}
+    assert second == {0: 4, 1: 2, 2: -1, 3: -1}
+    assert table.data == {b"a": 1000, b"c": 1002, b"d": 2000, b"e": 2001, b"f": 2002}
