@@ -8,20 +8,18 @@ drops a retry is checked end to end by ``tests/e2e/test_worker_faults.py``."""
 
 from __future__ import annotations
 
-import asyncio
+from typing import Any
 
-from confluent_kafka import Message, Producer
+from confluent_kafka import Message
 from faust.types import TP
 
-from eventpipe.embedded import TansuBroker
-from eventpipe.kafka import close_producer, create_topics, producer_config
-from eventpipe.publisher import KafkaPublisher
-from eventpipe.settings import Settings
-from streams.app import DEDUPE_TABLE, create_app
+from eventpipe.kafka import create_topics
+from streams.app import DEDUPE_TABLE
 from streams.bulk_recovery import BulkRecovery
 from streams.dedupe import SENTINEL_KEY, SENTINEL_VALUE
 from streams.dedupe_table import DedupeTable
 from tests.fakes import FakeTable
+from tests.worker_app import on_consumer, worker_app, write
 
 WINDOW = 3_600_000
 
@@ -53,36 +51,31 @@ def test_records_read_in_bulk_follow_the_recovery_rule() -> None:
 def test_recovery_reads_each_active_changelog_partition_in_bulk_to_its_highwater() -> None:
     """Partition 0 to its end; partition 1 only to its highwater (offset 1: the record at 2 is
     Faust's to read); partitions 2 and 3 are empty. A second recovery reads only what follows."""
-    broker = TansuBroker()
-    broker.start()
-    try:
-        settings = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix="unit.bulk.")
-        publisher = KafkaPublisher(producer_config(settings, log_level=0))
-        app = create_app(settings, publisher)
+    with worker_app("unit.bulk.") as (app, settings):
         table = app.tables[DEDUPE_TABLE]
         topic = table.changelog_topic_name
         create_topics(settings, [topic])
-        producer = Producer(producer_config(settings))
-        for partition, key, value in (
-            (0, SENTINEL_KEY, SENTINEL_VALUE),
-            (0, b"a", b"1000"),
-            (0, b"b", b"1001"),
-            (0, b"b", None),
-            (0, b"c", b"1002"),
-            (1, b"d", b"2000"),
-            (1, b"e", b"2001"),
-            (1, b"f", b"2002"),
-        ):
-            producer.produce(topic, value, key, partition=partition)
-        assert close_producer(producer, 10) == 0
+        write(
+            settings,
+            topic,
+            [
+                (0, SENTINEL_KEY, SENTINEL_VALUE),
+                (0, b"a", b"1000"),
+                (0, b"b", b"1001"),
+                (0, b"b", None),
+                (0, b"c", b"1002"),
+                (1, b"d", b"2000"),
+                (1, b"e", b"2001"),
+                (1, b"f", b"2002"),
+            ],
+        )
         recovery = app.tables.recovery
         assert isinstance(recovery, BulkRecovery)
         tps = {TP(topic, p) for p in range(4)}
 
-        async def recover_twice() -> tuple[dict[int, int], dict[bytes, int], dict[int, int]]:
-            consumer = app.consumer  # made in this loop: its thread answers to it
-            await consumer.start()
-
+        async def recover_twice(
+            consumer: Any,
+        ) -> tuple[dict[int, int], dict[bytes, int], dict[int, int]]:
             async def recover(highwaters: dict[int, int]) -> dict[int, int]:
                 recovery.active_highwaters.update({TP(topic, p): h for p, h in highwaters.items()})
                 for tp in tps:
@@ -90,16 +83,10 @@ def test_recovery_reads_each_active_changelog_partition_in_bulk_to_its_highwater
                 await recovery._build_offsets(consumer, tps, recovery.active_offsets, "active")
                 return {tp.partition: recovery.active_offsets[tp] for tp in tps}
 
-            try:
-                first = await recover({0: 4, 1: 1, 2: -1, 3: -1})
-                return first, dict(table.data), await recover({1: 2})
-            finally:
-                await consumer.stop()
+            first = await recover({0: 4, 1: 1, 2: -1, 3: -1})
+            return first, dict(table.data), await recover({1: 2})
 
-        first, after_first, second = asyncio.run(recover_twice())
-        publisher.close(timeout_s=0)
-    finally:
-        broker.stop()
+        first, after_first, second = on_consumer(app, recover_twice)
     assert first == {0: 4, 1: 1, 2: -1, 3: -1}
     assert after_first == {b"a": 1000, b"c": 1002, b"d": 2000, b"e": 2001}
     assert second == {0: 4, 1: 2, 2: -1, 3: -1}

@@ -11,18 +11,17 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import faust
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
 from faust.types import TP
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
-from eventpipe.embedded import TansuBroker
-from eventpipe.kafka import close_producer, create_topics, producer_config
+from eventpipe.kafka import producer_config
 from eventpipe.publisher import KafkaPublisher
 from eventpipe.settings import Settings
-from streams.app import app_id, create_app
+from streams.app import create_app
 from streams.recovery import (
     ResumeKeepsBuffers,
     SeekKeepsDelivered,
@@ -30,6 +29,7 @@ from streams.recovery import (
     uncommitted_starts,
 )
 from streams.worker import ready, remove_ready_file
+from tests.worker_app import on_consumer, worker_app, write
 
 
 def _queue(flow: FlowControlEvent) -> FlowControlQueue[int]:
@@ -116,41 +116,20 @@ def test_the_seek_keeps_what_was_read_while_it_awaited_the_broker() -> None:
     """The worker's consumer, assigned two partitions with commits at 281 and 7: partition 0 is
     read to 1314 while the seek awaits the committed offsets (as the fetcher does after table
     recovery), partition 1 was read to 50 before the seek and not during it."""
-    broker = TansuBroker()
-    broker.start()
-    try:
-        settings = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix="unit.seek.")
-        topic = "unit.seek.raw"
-        create_topics(settings, [topic])
-        committer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": app_id(settings)})
-        committer.commit(
-            offsets=[TopicPartition(topic, 0, 281), TopicPartition(topic, 1, 7)],
-            asynchronous=False,
-        )
-        committer.close()
-        publisher = KafkaPublisher(producer_config(settings, log_level=0))
-        app = create_app(settings, publisher)
-        read, moved = TP(topic, 0), TP(topic, 1)
+    with worker_app("unit.seek.", {0: 281, 1: 7}) as (app, _):
+        read, moved = TP("unit.seek.raw", 0), TP("unit.seek.raw", 1)
 
-        async def seek() -> tuple[dict[TP, int | None], dict[TP, int | None]]:
-            consumer = app.consumer  # made in this loop: its thread answers to it
-            await consumer.start()
-            try:
-                consumer._thread._ensure_consumer().assign({read, moved})
-                consumer._read_offset[moved] = 50
+        async def seek(consumer: Any) -> tuple[dict[TP, int | None], dict[TP, int | None]]:
+            consumer._thread._ensure_consumer().assign({read, moved})
+            consumer._read_offset[moved] = 50
 
-                async def deliver() -> None:  # runs once the seek is waiting for the broker
-                    consumer._read_offset[read] = 1314
+            async def deliver() -> None:  # runs once the seek is waiting for the broker
+                consumer._read_offset[read] = 1314
 
-                await asyncio.gather(consumer.perform_seek(), deliver())
-                return dict(consumer._read_offset), dict(consumer._committed_offset)
-            finally:
-                await consumer.stop()
+            await asyncio.gather(consumer.perform_seek(), deliver())
+            return dict(consumer._read_offset), dict(consumer._committed_offset)
 
-        kept, committed = asyncio.run(seek())
-        publisher.close(timeout_s=0)
-    finally:
-        broker.stop()
+        kept, committed = on_consumer(app, seek)
     assert kept == {read: 1314, moved: 7}
     assert committed == {read: 281, moved: 7}
 
@@ -159,44 +138,24 @@ def test_the_seek_reads_again_what_was_drained_on_partitions_without_a_commit() 
     """Partition 0 has no commit and partition 1 is committed at 0; both were drained past
     their records (as when Faust drops what it drained while flow was suspended). aiokafka's
     seek leaves both where they are; the worker's consumer seeks them to 0."""
-    broker = TansuBroker()
-    broker.start()
-    try:
-        settings = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix="unit.uncommitted.")
+    with worker_app("unit.uncommitted.", {1: 0}) as (app, settings):
         topic = "unit.uncommitted.raw"
-        create_topics(settings, [topic])
-        writer = Producer(producer_config(settings))
-        for partition in (0, 0, 1):
-            writer.produce(topic, b"v", b"k", partition=partition)
-        assert close_producer(writer, 10) == 0
-        producer = KafkaPublisher(producer_config(settings, log_level=0))
-        committer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": app_id(settings)})
-        committer.commit(offsets=[TopicPartition(topic, 1, 0)], asynchronous=False)
-        committer.close()
-        app = create_app(settings, producer)
+        write(settings, topic, [(0, b"k", b"v"), (0, b"k", b"v"), (1, b"k", b"v")])
         none, zero = TP(topic, 0), TP(topic, 1)
 
-        async def seek() -> tuple[dict[TP, int | None], dict[TP, int | None]]:
-            consumer = app.consumer  # made in this loop: its thread answers to it
-            await consumer.start()
-            try:
-                kafka = consumer._thread._ensure_consumer()
+        async def seek(consumer: Any) -> tuple[dict[TP, int | None], dict[TP, int | None]]:
+            kafka = consumer._thread._ensure_consumer()
 
-                async def assign() -> None:  # in the consumer's thread, as Faust's calls are
-                    kafka.assign({none, zero})
+            async def assign() -> None:  # in the consumer's thread, as Faust's calls are
+                kafka.assign({none, zero})
 
-                await consumer._thread.call_thread(assign)
-                await consumer.seek_wait({none: 2, zero: 1})  # drained, then dropped
-                await consumer.perform_seek()
-                positions = {tp: await consumer.position(tp) for tp in (none, zero)}
-                return positions, dict(consumer._read_offset)
-            finally:
-                await consumer.stop()
+            await consumer._thread.call_thread(assign)
+            await consumer.seek_wait({none: 2, zero: 1})  # drained, then dropped
+            await consumer.perform_seek()
+            positions = {tp: await consumer.position(tp) for tp in (none, zero)}
+            return positions, dict(consumer._read_offset)
 
-        positions, read = asyncio.run(seek())
-        producer.close(timeout_s=0)
-    finally:
-        broker.stop()
+        positions, read = on_consumer(app, seek)
     assert positions == {none: 0, zero: 0}
     assert read == {none: None, zero: 0}
 
