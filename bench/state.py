@@ -1,11 +1,13 @@
-"""State stage: what a restarted worker pays for its live dedupe keys (``--only state``).
+"""State stage: what a restarted worker pays for its tables (``--only state``).
 
 For each key count (0, 100k, 1M; ``--quick``: 0, 10k) a fresh embedded broker gets a dedupe
 changelog holding that many live entries (within the window: as a worker that stopped leaves
 it) and one raw event waiting on ``events.raw``. Then ``eventpipe worker`` starts, as after a
 restart. Reported per count: spawn to ready (partitions assigned, tables recovered), spawn to
 the waiting event's clean record (restart-to-processing), and the worker's RSS then; bytes per
-key is the RSS above the 0-key worker's, divided by the count. The changelog is written
+key is the RSS above the 0-key worker's, divided by the count. One more run starts onto the
+largest count of identity links (anonymous id -> user id, kept for good) and no dedupe key, the
+table a long-running worker only adds to. The changelogs are written
 directly (confluent-kafka, ~150k records/s) rather than by the worker, which would take minutes
 per million. Not a timed assertion: the figures are for comparing changes.
 """
@@ -13,7 +15,7 @@ per million. Not a timed assertion: the figures are for comparing changes.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +26,12 @@ from bench.kafka_io import Watcher, fill
 from bench.procs import broker, child_env, memory_mb, spawn, stop, wait_until
 from bench.report import StageResult
 from eventpipe.codec import RAW_EVENT
+from eventpipe.identity import identity_key
 from eventpipe.kafka import create_topics, producer_config
 from eventpipe.settings import Settings
 from eventpipe.topics import TopicNames
-from streams.app import DEDUPE_TABLE, app_id
-from streams.changelog import expiring
+from streams.app import DEDUPE_TABLE, IDENTITY_TABLE, app_id
+from streams.changelog import COMPACT, expiring
 from streams.dedupe import table_key
 
 FULL_KEYS = (0, 100_000, 1_000_000)
@@ -47,15 +50,36 @@ def fill_changelog(
     topic = f"{app_id(settings)}-{DEDUPE_TABLE}-changelog"
     window_ms = settings.dedupe_window_seconds * 1000
     create_topics(settings, [topic], config=expiring(window_ms))
+    now_ms = int(time.time() * 1000)
     if expired:
-        _write(settings, topic, keys, int(time.time() * 1000) - 2 * window_ms, "old", say)
+        old = b"%d" % (now_ms - 2 * window_ms)
+        entries = ((table_key("bench", "api", f"old-{i}"), old) for i in range(keys))
+        _write(settings, topic, entries, f"{keys:,} expired dedupe entries", say)
         keys //= 10
-    _write(settings, topic, keys, int(time.time() * 1000), "kept", say)
+    kept = b"%d" % now_ms
+    entries = ((table_key("bench", "api", f"kept-{i}"), kept) for i in range(keys))
+    _write(settings, topic, entries, f"{keys:,} dedupe entries", say)
     return topic
 
 
+def fill_links(settings: Settings, links: int, say: Callable[[str], None]) -> None:
+    """Write ``links`` identity links (anonymous id -> user id), spread over the partitions: the
+    identity changelog a worker leaves once it linked that many anonymous ids."""
+    topic = f"{app_id(settings)}-{IDENTITY_TABLE}-changelog"
+    create_topics(settings, [topic], config=COMPACT)
+    entries = (
+        (identity_key("bench", f"anon-{i}", f"user-{i}", ""), b'"user-%d"' % i)
+        for i in range(links)
+    )
+    _write(settings, topic, entries, "identity links", say)
+
+
 def _write(
-    settings: Settings, topic: str, keys: int, first_ms: int, name: str, say: Callable[[str], None]
+    settings: Settings,
+    topic: str,
+    entries: Iterable[tuple[bytes, bytes]],
+    name: str,
+    say: Callable[[str], None],
 ) -> None:
     producer = Producer(producer_config(settings, **{"linger.ms": 20}))
     errors: list[str] = []
@@ -64,10 +88,8 @@ def _write(
         if err is not None:
             errors.append(str(err))
 
-    value = b"%d" % first_ms
     partitions = settings.topic_partitions
-    for i in range(keys):
-        key = table_key("bench", "api", f"{name}-{i}")
+    for i, (key, value) in enumerate(entries):
         while True:
             try:
                 producer.produce(topic, value, key, i % partitions, on_delivery=on_delivery)
@@ -75,16 +97,19 @@ def _write(
             except BufferError:
                 producer.poll(0.01)
         if i % 50_000 == 0:
-            say(f"state: writing {keys:,} changelog entries ({i:,})")
+            say(f"state: writing {name} ({i:,})")
     if producer.flush(120) or errors:
         raise RuntimeError(f"filling {topic} failed: {errors[:3]}")
 
 
 def measure(
-    workdir: Path, keys: int, say: Callable[[str], None], expired: bool = False
+    workdir: Path, keys: int, say: Callable[[str], None], expired: bool = False, links: int = 0
 ) -> dict[str, Any]:
-    with broker(f"bench-state-{keys}{'-expired' if expired else ''}.") as (settings, _):
+    name = f"bench-state-{keys}{'-expired' if expired else ''}{f'-links-{links}' if links else ''}."
+    with broker(name) as (settings, _):
         fill_changelog(settings, keys, say, expired)
+        if links:
+            fill_links(settings, links, say)
         names = TopicNames.from_settings(settings)
         fill(settings, names.raw, RAW_EVENT, [raw_record(0, int(time.time() * 1000))])
         watcher = Watcher(settings.bootstrap, names.clean, settings.topic_partitions)
@@ -111,6 +136,7 @@ def measure(
         return {
             "keys": keys // 10 if expired else keys,
             "expired_keys": keys if expired else 0,
+            "links": links,
             "ready_s": ready_s,
             "restart_to_processing_s": watcher.first - started,
             **memory,
@@ -123,23 +149,20 @@ def run(
     counts = QUICK_KEYS if quick else FULL_KEYS
     runs = [measure(workdir, keys, say) for keys in counts]
     runs.append(measure(workdir, counts[-1], say, expired=True))
+    runs.append(measure(workdir, 0, say, links=counts[-1]))
     base = runs[0]["rss_mb"]
     results = []
     for r in runs:
-        if r["keys"]:
-            r["bytes_per_key"] = (r["rss_mb"] - base) * 1024 * 1024 / r["keys"]
         n = f"{r['keys']:,}" + (f" (+{r['expired_keys']:,} expired)" if r["expired_keys"] else "")
+        n += f" keys, {r['links']:,} identity links" if r["links"] else " keys"
         results.append(
             StageResult(
-                f"state: restart to processing, {n} keys",
-                r["restart_to_processing_s"],
-                "s",
-                details=r,
+                f"state: restart to processing, {n}", r["restart_to_processing_s"], "s", details=r
             )
         )
-        results.append(StageResult(f"state: worker RSS, {n} keys", round(r["rss_mb"], 1), "MiB"))
-        if r["keys"]:
-            results.append(
-                StageResult(f"state: bytes per live key, {n} keys", round(r["bytes_per_key"]), "B")
-            )
+        results.append(StageResult(f"state: worker RSS, {n}", round(r["rss_mb"], 1), "MiB"))
+        for held, what in ((r["keys"], "live key"), (r["links"], "link")):
+            if held:
+                per = (r["rss_mb"] - base) * 1024 * 1024 / held
+                results.append(StageResult(f"state: bytes per {what}, {n}", round(per), "B"))
     return results, {}

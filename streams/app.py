@@ -34,6 +34,7 @@ from streams.changelog import COMPACT, expiring, read_changelog
 from streams.codec import CODEC_NAMES, register_codecs
 from streams.dedupe import Expiry
 from streams.dedupe_table import DedupeTable
+from streams.links_table import LinksTable
 from streams.outbox import Outbox
 from streams.recovery import ResumeKeepsBuffers
 
@@ -182,12 +183,15 @@ def create_app(
     app.tables.add(seen)
     manager = cast(BulkTableManager, app.tables)
     manager.read_changelog = functools.partial(read_changelog, settings)
-    links: faust.Table[bytes, str] = app.Table(  # type: ignore[assignment]
-        IDENTITY_TABLE,
+    links = LinksTable(  # kept for good: streams.links_table
+        app,
+        name=IDENTITY_TABLE,
+        beacon=app.tables.beacon,
         partitions=settings.topic_partitions,
         key_type=bytes,  # (product, anonymous id), serialized "raw"
         value_type=str,  # the linked user id, serialized "json"
     )
+    app.tables.add(links)
     EventAgent(
         outbox=Outbox(publisher, codec, names.rejected),
         clean_to=names.clean,

@@ -26,11 +26,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncGenerator, Iterable, Mapping
-from typing import cast
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping
+from typing import Any, cast
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from faust.types import EventT
 
 from eventpipe.kafka import changelog_config, consumer_config, create_topics, producer_config
 from eventpipe.settings import Settings
@@ -107,6 +108,33 @@ def prepare_changelogs(settings: Settings, topics: Mapping[str, Mapping[str, str
     ensure_changelogs(settings, topics)
     if settings.workarounds.changelog_sentinels:
         write_sentinels(settings, list(topics))
+
+
+Entry = tuple[int, bytes | None, bytes | None, Any]
+"""A changelog record as the tables' recovery rules take it: (partition, key, raw value, decoded
+value); a raw value of None is a tombstone."""
+
+
+def event_entries(batch: Iterable[EventT[Any]]) -> Iterator[Entry]:
+    """The entries of the records Faust's recovery delivers (their values decoded by Faust)."""
+    for event in batch:
+        msg = event.message
+        yield msg.partition, msg.key, msg.value, event.value
+
+
+def record_entries(records: Iterable[Message], loads: Callable[[bytes], Any]) -> Iterator[Entry]:
+    """The entries of records read in bulk, their values decoded by ``loads`` (the codec the
+    outbox encodes them with); the sentinel's is not decoded. A value ``loads`` refuses is passed
+    on raw, for the rule to skip and log: one bad record does not stop a recovery."""
+    for msg in records:
+        key, raw = msg.key(), msg.value()
+        value: Any = None
+        if raw is not None and key != SENTINEL_KEY:
+            try:
+                value = loads(raw)
+            except Exception:  # not the outbox's: the rule logs it and goes on
+                value = raw
+        yield cast(int, msg.partition()), key, raw, value
 
 
 class ChangelogReader:

@@ -22,8 +22,8 @@ The store is Faust's in-memory one (``streams.app``). Entries are written by the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, MutableMapping
-from typing import Any, cast
+from collections.abc import Iterable, MutableMapping
+from typing import Any
 
 import faust
 import structlog
@@ -31,6 +31,7 @@ from confluent_kafka import Message
 from faust.serializers import codecs
 from faust.types import TP, EventT
 
+from streams.changelog import Entry, event_entries, record_entries
 from streams.dedupe import SENTINEL_KEY, Expiry
 from streams.outbox import Outbox
 
@@ -49,26 +50,12 @@ class DedupeTable(faust.Table):  # type: ignore[type-arg]  # Faust: Table[KT, VT
 
     def apply_changelog_batch(self, batch: Iterable[EventT[Any]]) -> None:
         """Recover the records Faust's recovery delivers (:func:`recover`)."""
-        entries = ((e.message.partition, e.message.key, e.message.value, e.value) for e in batch)
-        recover(self.data, self.expiry, entries)
+        recover(self.data, self.expiry, event_entries(batch))
 
     def apply_records(self, records: Iterable[Message]) -> None:
-        """Recover records read in bulk (``streams.bulk_recovery``, :func:`recover`), their
-        values decoded by the codec the outbox encodes them with."""
+        """Recover records read in bulk (``streams.bulk_recovery``, :func:`recover`)."""
         loads = codecs.get_codec(self.value_serializer).loads
-
-        def entries() -> Iterator[tuple[int, bytes | None, bytes | None, Any]]:
-            for msg in records:
-                key, raw = msg.key(), msg.value()
-                value: Any = None
-                if raw is not None and key != SENTINEL_KEY:
-                    try:
-                        value = loads(raw)
-                    except Exception:  # not the outbox's: ``recover`` logs it and goes on
-                        value = raw
-                yield cast(int, msg.partition()), key, raw, value
-
-        recover(self.data, self.expiry, entries())
+        recover(self.data, self.expiry, record_entries(records, loads))
 
     async def sweep(self, outbox: Outbox, partitions: Iterable[int]) -> int:
         """Tombstone the keys of ``partitions`` that left the window; return how many.
@@ -102,7 +89,7 @@ class DedupeTable(faust.Table):  # type: ignore[type-arg]  # Faust: Table[KT, VT
 def recover(
     store: MutableMapping[bytes, int],
     expiry: Expiry,
-    entries: Iterable[tuple[int, bytes | None, bytes | None, Any]],
+    entries: Iterable[Entry],
 ) -> None:
     """Apply changelog entries ``(partition, key, raw value, decoded value)`` in order, as the
     memory store would (a tombstone deletes), except the sentinel (it carries no dedupe key) and

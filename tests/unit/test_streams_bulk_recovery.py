@@ -1,23 +1,28 @@
-"""streams.bulk_recovery: a worker's dedupe table recovered from its changelog in bulk.
+"""streams.bulk_recovery: a worker's tables recovered from their changelogs in bulk.
 
-The rule applied is the dedupe table's own (``tests/unit/test_streams_dedupe_table.py``); here,
-that the bulk path applies it to records as read, and that Faust's recovery, at the step where it
+The dedupe rule is tested in ``tests/unit/test_streams_dedupe_table.py``; here, that the bulk
+path applies each table's rule to records as read, and that Faust's recovery, at the step where it
 works out each active partition's starting offset, reads each range to its highwater and no
 further, with the worker's real consumer against an embedded broker. That a restarted worker still
 drops a retry is checked end to end by ``tests/e2e/test_worker_faults.py``."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from confluent_kafka import Message
 from faust.types import TP
 
 from eventpipe.kafka import create_topics
-from streams.app import DEDUPE_TABLE
+from streams.app import DEDUPE_TABLE, IDENTITY_TABLE
 from streams.bulk_recovery import BulkRecovery
 from streams.dedupe import SENTINEL_KEY, SENTINEL_VALUE
 from streams.dedupe_table import DedupeTable
+from streams.links_table import LinksTable
 from tests.fakes import FakeTable
 from tests.worker_app import on_consumer, worker_app, write
 
@@ -48,11 +53,51 @@ def test_records_read_in_bulk_follow_the_recovery_rule() -> None:
     }
 
 
-def test_recovery_reads_each_active_changelog_partition_in_bulk_to_its_highwater() -> None:
+def test_links_follow_the_memory_store_rule_however_read() -> None:
+    """A value sets, a tombstone deletes, each key's partition is kept for the store to drop the
+    keys of lost partitions; the sentinel is no link. Records Faust delivers and records read in
+    bulk end the same."""
+    records = [
+        record(0, 0, SENTINEL_KEY, SENTINEL_VALUE),
+        record(0, 1, b"anon-1", b'"user-1"'),
+        record(0, 2, b"anon-2", b'"user-2"'),
+        record(0, 3, b"anon-2", None),
+        record(3, 0, b"anon-3", b'"user-3"'),
+    ]
+    events = [  # as Faust's recovery delivers them: attributes, the value decoded
+        SimpleNamespace(
+            message=SimpleNamespace(partition=m.partition(), key=m.key(), value=m.value()),
+            value=None if m.value() is None else json.loads(m.value()),
+        )
+        for m in records
+    ]
+    stores = []
+    for apply, batch in (
+        (LinksTable.apply_records, records),
+        (LinksTable.apply_changelog_batch, events),
+    ):
+        store = SimpleNamespace(data={}, _key_partition={})
+        apply(SimpleNamespace(data=store, value_serializer="json"), batch)  # type: ignore[arg-type]
+        stores.append(store)
+    for store in stores:
+        assert store.data == {b"anon-1": "user-1", b"anon-3": "user-3"}
+        assert store._key_partition == {b"anon-1": 0, b"anon-3": 3}
+
+
+@pytest.mark.parametrize(
+    ("name", "encode", "decode"),
+    [
+        (DEDUPE_TABLE, lambda n: b"%d" % n, lambda n: n),
+        (IDENTITY_TABLE, lambda n: b'"user-%d"' % n, lambda n: f"user-{n}"),
+    ],
+)
+def test_recovery_reads_each_active_changelog_partition_in_bulk_to_its_highwater(
+    name: str, encode: Callable[[int], bytes], decode: Callable[[int], Any]
+) -> None:
     """Partition 0 to its end; partition 1 only to its highwater (offset 1: the record at 2 is
     Faust's to read); partitions 2 and 3 are empty. A second recovery reads only what follows."""
-    with worker_app("unit.bulk.") as (app, settings):
-        table = app.tables[DEDUPE_TABLE]
+    with worker_app(f"unit.bulk.{name}.") as (app, settings):
+        table = app.tables[name]
         topic = table.changelog_topic_name
         create_topics(settings, [topic])
         write(
@@ -60,13 +105,13 @@ def test_recovery_reads_each_active_changelog_partition_in_bulk_to_its_highwater
             topic,
             [
                 (0, SENTINEL_KEY, SENTINEL_VALUE),
-                (0, b"a", b"1000"),
-                (0, b"b", b"1001"),
+                (0, b"a", encode(1000)),
+                (0, b"b", encode(1001)),
                 (0, b"b", None),
-                (0, b"c", b"1002"),
-                (1, b"d", b"2000"),
-                (1, b"e", b"2001"),
-                (1, b"f", b"2002"),
+                (0, b"c", encode(1002)),
+                (1, b"d", encode(2000)),
+                (1, b"e", encode(2001)),
+                (1, b"f", encode(2002)),
             ],
         )
         recovery = app.tables.recovery
@@ -75,7 +120,7 @@ def test_recovery_reads_each_active_changelog_partition_in_bulk_to_its_highwater
 
         async def recover_twice(
             consumer: Any,
-        ) -> tuple[dict[int, int], dict[bytes, int], dict[int, int]]:
+        ) -> tuple[dict[int, int], dict[bytes, Any], dict[int, int]]:
             async def recover(highwaters: dict[int, int]) -> dict[int, int]:
                 recovery.active_highwaters.update({TP(topic, p): h for p, h in highwaters.items()})
                 for tp in tps:
@@ -88,6 +133,7 @@ def test_recovery_reads_each_active_changelog_partition_in_bulk_to_its_highwater
 
         first, after_first, second = on_consumer(app, recover_twice)
     assert first == {0: 4, 1: 1, 2: -1, 3: -1}
-    assert after_first == {b"a": 1000, b"c": 1002, b"d": 2000, b"e": 2001}
+    expected = {b"a": 1000, b"c": 1002, b"d": 2000, b"e": 2001}
+    assert after_first == {key: decode(n) for key, n in expected.items()}
     assert second == {0: 4, 1: 2, 2: -1, 3: -1}
-    assert table.data == {b"a": 1000, b"c": 1002, b"d": 2000, b"e": 2001, b"f": 2002}
+    assert dict(table.data) == {key: decode(n) for key, n in {**expected, b"f": 2002}.items()}
