@@ -42,6 +42,11 @@ ReadChangelog = Callable[
 """``(topic, first offsets, last offsets, budget in seconds)`` -> batches of records."""
 
 
+TAIL_RECORDS = 1_000
+"""Records read first from the end of each partition for a table that learns from them
+(``observe_tail``): the dedupe table takes its partitions' horizons there."""
+
+
 class BulkRecoverable(Protocol):
     changelog_topic_name: str
 
@@ -83,6 +88,11 @@ class BulkRecovery(Recovery):
         todo = {p: last for p, last in lasts.items() if last >= starts[p]}
         if not todo:
             return
+        if hasattr(table, "observe_tail"):
+            tail = {p: max(starts[p], last - TAIL_RECORDS + 1) for p, last in todo.items()}
+            async with aclosing(self.read_changelog(topic, tail, todo, budget_s)) as batches:
+                async for batch in batches:
+                    table.observe_tail(batch)
         read = 0
         async with aclosing(self.read_changelog(topic, starts, todo, budget_s)) as batches:
             async for batch in batches:

@@ -53,6 +53,24 @@ def test_records_read_in_bulk_follow_the_recovery_rule() -> None:
     }
 
 
+def test_the_tail_sets_the_horizon_so_expired_entries_are_not_kept_until_the_end() -> None:
+    """The changelog: old entries, then live ones (as a worker stopped for over a window leaves
+    it). With the horizon taken from its tail, the old batch is dropped as it is applied;
+    without, it stays until the live batch arrives. Either way the end is the same."""
+    old = [record(0, i, b"old-%d" % i, b"1000") for i in range(3)]
+    live = [record(0, 3, b"live", b"%d" % (1_000 + 2 * WINDOW)), record(0, 4, SENTINEL_KEY, b"0")]
+    after_old = []
+    for observe in (True, False):
+        table = FakeTable(window_ms=WINDOW)
+        if observe:
+            DedupeTable.observe_tail(table, live)  # type: ignore[arg-type]
+        DedupeTable.apply_records(table, old)  # type: ignore[arg-type]
+        after_old.append(dict(table))
+        DedupeTable.apply_records(table, live)  # type: ignore[arg-type]
+        assert table == {b"live": 1_000 + 2 * WINDOW}
+    assert after_old == [{}, {b"old-0": 1000, b"old-1": 1000, b"old-2": 1000}]
+
+
 def test_links_follow_the_memory_store_rule_however_read() -> None:
     """A value sets, a tombstone deletes, each key's partition is kept for the store to drop the
     keys of lost partitions; the sentinel is no link. Records Faust delivers and records read in
