@@ -26,12 +26,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping
 from typing import Any, cast
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from faust.serializers import codecs
 from faust.types import EventT
+from faust.types.codecs import CodecArg
 
 from eventpipe.kafka import changelog_config, consumer_config, create_topics, producer_config
 from eventpipe.settings import Settings
@@ -110,26 +112,31 @@ def prepare_changelogs(settings: Settings, topics: Mapping[str, Mapping[str, str
         write_sentinels(settings, list(topics))
 
 
-Entry = tuple[int, bytes | None, bytes | None, Any]
+Entry = tuple[int, bytes, bytes | None, Any]
 """A changelog record as the tables' recovery rules take it: (partition, key, raw value, decoded
-value); a raw value of None is a tombstone."""
+value); a raw value of None is a tombstone. Keyless records and the sentinels are never entries:
+they hold no table key, and this module writes the sentinels."""
 
 
 def event_entries(batch: Iterable[EventT[Any]]) -> Iterator[Entry]:
     """The entries of the records Faust's recovery delivers (their values decoded by Faust)."""
     for event in batch:
         msg = event.message
-        yield msg.partition, msg.key, msg.value, event.value
+        if msg.key is not None and msg.key != SENTINEL_KEY:
+            yield msg.partition, msg.key, msg.value, event.value
 
 
-def record_entries(records: Iterable[Message], loads: Callable[[bytes], Any]) -> Iterator[Entry]:
-    """The entries of records read in bulk, their values decoded by ``loads`` (the codec the
-    outbox encodes them with); the sentinel's is not decoded. A value ``loads`` refuses is passed
-    on raw, for the rule to skip and log: one bad record does not stop a recovery."""
+def record_entries(records: Iterable[Message], serializer: CodecArg) -> Iterator[Entry]:
+    """The entries of records read in bulk, their values decoded by the table's ``serializer``
+    (the codec the outbox encodes them with). A value it refuses is passed on raw, for the rule
+    to skip and log: one bad record does not stop a recovery."""
+    loads = codecs.get_codec(serializer).loads
     for msg in records:
         key, raw = msg.key(), msg.value()
+        if key is None or key == SENTINEL_KEY:
+            continue
         value: Any = None
-        if raw is not None and key != SENTINEL_KEY:
+        if raw is not None:
             try:
                 value = loads(raw)
             except Exception:  # not the outbox's: the rule logs it and goes on

@@ -28,11 +28,10 @@ from typing import Any
 import faust
 import structlog
 from confluent_kafka import Message
-from faust.serializers import codecs
 from faust.types import TP, EventT
 
 from streams.changelog import Entry, event_entries, record_entries
-from streams.dedupe import SENTINEL_KEY, Expiry
+from streams.dedupe import Expiry
 from streams.outbox import Outbox
 
 log = structlog.get_logger(__name__)
@@ -54,8 +53,7 @@ class DedupeTable(faust.Table):  # type: ignore[type-arg]  # Faust: Table[KT, VT
 
     def apply_records(self, records: Iterable[Message]) -> None:
         """Recover records read in bulk (``streams.bulk_recovery``, :func:`recover`)."""
-        loads = codecs.get_codec(self.value_serializer).loads
-        recover(self.data, self.expiry, record_entries(records, loads))
+        recover(self.data, self.expiry, record_entries(records, self.value_serializer))
 
     def observe_tail(self, records: Iterable[Message]) -> None:
         """Start each partition's horizon at the newest entry among the last records of its
@@ -64,9 +62,8 @@ class DedupeTable(faust.Table):  # type: ignore[type-arg]  # Faust: Table[KT, VT
         horizon only moves forward, and recovery would reach this one by its end, so what is
         kept is the same; what changes is the peak memory of a restart onto a changelog that
         holds more than the window (``python -m bench --only state``, its expired run)."""
-        loads = codecs.get_codec(self.value_serializer).loads
-        for partition, key, raw, first_ms in record_entries(records, loads):
-            if raw is not None and key != SENTINEL_KEY and isinstance(first_ms, int):
+        for partition, _, _, first_ms in record_entries(records, self.value_serializer):
+            if isinstance(first_ms, int):  # not a tombstone
                 self.expiry.observe(partition, first_ms)
 
     async def sweep(self, outbox: Outbox, partitions: Iterable[int]) -> int:
@@ -103,14 +100,11 @@ def recover(
     expiry: Expiry,
     entries: Iterable[Entry],
 ) -> None:
-    """Apply changelog entries ``(partition, key, raw value, decoded value)`` in order, as the
-    memory store would (a tombstone deletes), except the sentinel (it carries no dedupe key) and
+    """Apply changelog entries in order, as the memory store would (a tombstone deletes), except
     entries out of the window at their partition's horizon (which recovery advances as it
     reads). The one rule, however the records were read."""
     touched: set[int] = set()
     for partition, key, raw, first_ms in entries:
-        if key is None or key == SENTINEL_KEY:
-            continue
         if raw is None:
             store.pop(key, None)
             continue
