@@ -54,7 +54,10 @@ class BulkRecoverable(Protocol):
 
 
 class BulkRecovery(Recovery):
-    read_changelog: ReadChangelog | None = None
+    @property
+    def read_changelog(self) -> ReadChangelog | None:
+        """The manager's (``streams.app.create_app`` sets it there): None reads as Faust does."""
+        return cast(BulkTableManager, self.tables).read_changelog
 
     async def _build_offsets(
         self, consumer: ConsumerT, tps: set[TP], destination: Any, title: str
@@ -114,7 +117,5 @@ class BulkTableManager(TableManager):
     @property
     def recovery(self) -> Recovery:
         if self._recovery is None:  # as Faust builds it, which also stops it through _recovery
-            recovery = BulkRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
-            recovery.read_changelog = self.read_changelog
-            self._recovery = recovery
+            self._recovery = BulkRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
         return self._recovery
