@@ -13,8 +13,8 @@ confluent-kafka consumer (``streams.changelog.ChangelogReader``) and applies the
 table's own rule (``apply_records`` in ``streams.dedupe_table`` and ``streams.links_table``),
 advancing Faust's offsets as it goes. Faust's recovery then starts from there: nothing is left
 when the bulk read got to the ends, else it reads the rest its own way. Everything else is
-Faust's: the same ranges, the same rule, standby partitions (read along as before), and the
-checks after recovery.
+Faust's: the same ranges, the same rule and the checks after recovery. The worker keeps no
+standby copies (``streams.app.faust_config``), so every partition is recovered this way.
 
 Limits, each falling back to Faust's own reading from where the bulk read stopped: it reads for
 at most a third of ``broker_request_timeout`` (Faust gives up the whole recovery step after

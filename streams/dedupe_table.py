@@ -7,7 +7,7 @@ Three parts keep it bounded, each where Faust or Kafka can do it:
   the outbox, to the partition the entry was written to) and leave the store once it is
   acknowledged. A compacting Kafka then drops their entries; a restart on a broker that never
   compacts (Tansu) reads the tombstone and does not keep the key;
-* when a partition is recovered (a restart, a rebalance, a standby reading along), entries
+* when a partition is recovered (a restart, a rebalance), entries
   already out of the window are not kept (:func:`recover`, for records Faust delivers and for
   records read in bulk, ``streams.bulk_recovery``): a key that left the window while no worker
   ran is forgotten even though no tombstone was written;

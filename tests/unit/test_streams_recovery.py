@@ -87,6 +87,21 @@ def test_app_uses_the_fixed_flow_control(app: faust.App) -> None:
     assert isinstance(app.flow_control, ResumeKeepsBuffers)
 
 
+def test_no_standby_copies_as_a_promoted_copy_is_recovered_from_its_start(app: faust.App) -> None:
+    """Standby copies stay off while they buy nothing: with the memory store a table keeps no
+    offset, so Faust starts a promoted copy's recovery over (``None``: the changelog's start),
+    however far the copy had read. If that changes (a store with offsets), this fails."""
+    assert app.conf.table_standby_replicas == 0
+    recovery = app.tables.recovery
+    for table in app.tables.values():
+        tp = TP(table.changelog_topic.get_topic_name(), 0)
+        assert table.persisted_offset(tp) is None
+        recovery.add_standby(table, tp)
+        recovery.standby_offsets[tp] = 500  # as far as the copy read along
+        recovery.add_active(table, tp)
+        assert recovery.active_offsets[tp] is None
+
+
 RAW = TP("unit.events.raw", 0)
 OTHER = TP("unit.events.raw", 1)
 
