@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TypeVar, cast
 
 import orjson
 import structlog
@@ -28,8 +29,26 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.metrics import MetricWrapperBase
 
 log = structlog.get_logger(__name__)
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+_CHILDREN: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
+
+
+def labelled(metric: M, *values: str) -> M:
+    """``metric.labels(*values)``, remembered. ``labels`` checks and converts its values and takes
+    a lock on every call, 1.6 us, against 0.16 us for this lookup; the edge made four such calls
+    per single-event request. Label values come from small fixed sets (above), so this stays
+    small; two threads that miss at once get the same child from ``labels``."""
+    key = (metric, values)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*values)
+    return cast(M, child)
+
 
 KAFKA_DELIVERY_SECONDS = Histogram(
     "eventpipe_kafka_delivery_seconds",

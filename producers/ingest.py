@@ -30,6 +30,7 @@ from eventpipe.errors import (
 from eventpipe.event import ParsedEvent, clean_record
 from eventpipe.identity import identity_key
 from eventpipe.ids import event_id_for
+from eventpipe.metrics import labelled
 from eventpipe.publisher import Failure, Publisher
 from producers.auth import KeyStore, Principal, RateLimiter
 
@@ -198,9 +199,9 @@ class Ingest:
                 reason=failures[0].reason,
             )
             if retryable:
-                EVENTS.labels(dialect, "unavailable").inc(retryable)
+                labelled(EVENTS, dialect, "unavailable").inc(retryable)
             if len(failures) > retryable:
-                EVENTS.labels(dialect, "refused").inc(len(failures) - retryable)
+                labelled(EVENTS, dialect, "refused").inc(len(failures) - retryable)
         return results
 
     def unavailable(self) -> Unavailable:
@@ -232,7 +233,7 @@ class Ingest:
         failure = (await self.publish(dialect, [staged]))[0]
         if failure is not None:
             raise self.failed(failure)
-        EVENTS.labels(dialect, "accepted").inc()
+        labelled(EVENTS, dialect, "accepted").inc()
         return Accepted(0, parsed, staged.event_id)
 
     async def many(
@@ -278,7 +279,7 @@ class Ingest:
             if ext is not None:
                 first_of[ext] = len(staged)
             staged.append((i, parsed, one))
-        EVENTS.labels(dialect, "invalid").inc(len(out.errors))
+        labelled(EVENTS, dialect, "invalid").inc(len(out.errors))
         results = await self.publish(dialect, [s for _, _, s in staged]) if staged else []
         staged += [(i, parsed, staged[first][2]) for i, parsed, first in copies]
         results += [results[first] for _, _, first in copies]
@@ -294,7 +295,7 @@ class Ingest:
                 out.errors.append({"index": i, "field": None, "reason": reason, "retryable": False})
         if staged and not out.accepted and out.retryable:
             raise self.unavailable()  # else every event was refused for good: a 400 batch
-        EVENTS.labels(dialect, "accepted").inc(len(out.accepted))
+        labelled(EVENTS, dialect, "accepted").inc(len(out.accepted))
         if copies or out.errors:  # else every event is in order already
             out.accepted.sort(key=_INDEX)
             out.errors.sort(key=lambda e: int(e["index"]))

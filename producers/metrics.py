@@ -13,6 +13,8 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from eventpipe.metrics import labelled
+
 REQUESTS = Counter(
     "eventpipe_edge_requests_total", "HTTP requests answered", ["route", "method", "status"]
 )
@@ -48,5 +50,5 @@ class RequestMetrics:
         finally:
             route: Any = scope.get("route")
             name = getattr(route, "path", None) or "unmatched"
-            REQUESTS.labels(name, scope["method"], str(status[0])).inc()
-            REQUEST_SECONDS.labels(name).observe(time.perf_counter() - started)
+            labelled(REQUESTS, name, scope["method"], str(status[0])).inc()
+            labelled(REQUEST_SECONDS, name).observe(time.perf_counter() - started)

@@ -23,7 +23,7 @@ from eventpipe.drain import Offsets
 from eventpipe.embedded import TansuBroker
 from eventpipe.kafka import create_topics
 from eventpipe.lag import LagMonitor, partition_lags
-from eventpipe.metrics import MetricsServer
+from eventpipe.metrics import MetricsServer, labelled
 from eventpipe.settings import Settings
 from producers.metrics import REQUESTS, RequestMetrics
 from tests.unit.test_drain import produce_batches
@@ -104,6 +104,17 @@ def test_requests_are_labelled_by_route_template_never_by_path() -> None:
     assert REQUESTS.labels("unmatched", "GET", "404")._value.get() >= 1
     exposed = {s.labels.get("route") for m in REQUESTS.collect() for s in m.samples}
     assert not any("evt_secret_id" in str(r) for r in exposed)
+
+
+def test_a_remembered_child_is_the_metric_s_own_and_counts_there() -> None:
+    registry = CollectorRegistry()
+    counter = Counter("unit_labelled_total", "labelled", ["route", "status"], registry=registry)
+    child = labelled(counter, "/a", "202")
+    assert child is counter.labels("/a", "202")
+    assert labelled(counter, "/a", "202") is child
+    assert labelled(counter, "/a", "400") is not child
+    child.inc(2)
+    assert registry.get_sample_value("unit_labelled_total", {"route": "/a", "status": "202"}) == 2
 
 
 def test_health_sums_each_figure_over_every_process() -> None:
