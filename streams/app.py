@@ -31,7 +31,7 @@ from streams import delivery, fetchwait
 from streams.agents import EventAgent
 from streams.bulk_recovery import BulkTableManager
 from streams.changelog import COMPACT, expiring, read_changelog
-from streams.codec import CODEC_NAMES, register_codecs
+from streams.codec import RecordSchema, register_codecs
 from streams.dedupe import Expiry
 from streams.dedupe_table import DedupeTable
 from streams.links_table import LinksTable
@@ -170,9 +170,6 @@ def create_app(
     app.fetch_wait_ms = settings.workarounds.fetch_wait_ms
     names = TopicNames.from_settings(settings)
 
-    def topic(name: str, record: str) -> Any:
-        return app.topic(name, key_serializer="raw", value_serializer=CODEC_NAMES[record])
-
     # Both tables are written through the agent's outbox (streams.outbox: the changelog record
     # with the batch, the store after the acks), never through Faust's table[key] = value.
     window_ms = settings.dedupe_window_seconds * 1000
@@ -205,7 +202,7 @@ def create_app(
         links=links,
         window_ms=window_ms,
         suppressions=suppressions,
-    ).attach(app, topic(names.raw, RAW_EVENT))
+    ).attach(app, app.topic(names.raw, schema=RecordSchema(RAW_EVENT, codec)))
     return app
 
 

@@ -6,6 +6,12 @@ says which record it carries, and encoding needs no record name next to each val
 Decoding never raises. Faust answers a value that fails to decode by throwing into the stream,
 which would crash the agent on one bad record; instead ``_loads`` returns ``Undecodable`` (the
 bytes and the reason), and the agent sends it to ``events.rejected`` like any invalid event.
+
+The topic the agents read has a schema of its own (:class:`RecordSchema`), not Faust's registry:
+a record without a value (a tombstone a stray producer wrote) came out of the registry as
+``None``, which crashed the agent and left its partition's commits stuck at that offset for good;
+and the registry's layers per record (codec lookup, settings reads, a check for a Faust model in
+every dict) cost more of the worker's CPU than the Avro decode they wrap.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from faust import Schema
 from faust.serializers import codecs
+from faust.types import AppT, Message
 
 from eventpipe import suppression
 from eventpipe.codec import (
@@ -144,6 +152,12 @@ class AvroRecordCodec(codecs.Codec):
         return self.avro.encode(self.record, obj)
 
     def _loads(self, s: bytes) -> Any:
+        return self.read(s)
+
+    def read(self, s: bytes | None) -> dict[str, Any] | Undecodable:
+        """The record, or why the bytes are none (``None``: a record without a value)."""
+        if s is None:
+            return Undecodable(b"", f"no value (a tombstone), not a {self.record} record")
         try:
             # millis: timestamps stay epoch-ms integers, which is what the agents compute with
             # and what encoding takes back; fastavro's datetime conversion costs both ways.
@@ -153,6 +167,27 @@ class AvroRecordCodec(codecs.Codec):
         if name != self.record:
             return Undecodable(bytes(s), f"expected a {self.record} record, got {name}")
         return value
+
+
+class RecordSchema(Schema[bytes, Any]):
+    """A topic of ``record``s for an agent: the key as its bytes, the value through
+    :meth:`AvroRecordCodec.read`, so every record becomes an event and none raises.
+
+    Encoding (Faust's, unused by the agents) still goes through the registered codec."""
+
+    def __init__(self, record: str, avro: AvroCodec | None = None) -> None:
+        super().__init__(key_serializer="raw", value_serializer=CODEC_NAMES[record])
+        self.codec = AvroRecordCodec(record, avro)
+
+    def compile(self, app: AppT, **_: Any) -> Any:
+        """Faust's per-record decode function (``Channel.decode``)."""
+        create_event = app.create_event
+        read = self.codec.read
+
+        async def decode(message: Message, *, propagate: bool = False) -> Any:
+            return create_event(message.key, read(message.value), message.headers, message)
+
+        return decode
 
 
 def register_codecs(avro: AvroCodec | None = None) -> None:

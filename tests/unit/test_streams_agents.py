@@ -10,7 +10,7 @@ from typing import Any
 from eventpipe.codec import CLEAN_EVENT, DEDUPE_NOTICE, RAW_EVENT, REJECTED_EVENT, AvroCodec
 from eventpipe.ids import event_id_for
 from streams.agents import Drop, EventAgent, Forward, Reject, process
-from streams.codec import AvroRecordCodec, Undecodable, rejected_undecodable
+from streams.codec import AvroRecordCodec, RecordSchema, Undecodable, rejected_undecodable
 from streams.dedupe import table_key
 from streams.outbox import Outbox
 from tests.fakes import FakeTable, ScriptedPublisher
@@ -99,6 +99,26 @@ def test_codec_decodes_records_and_never_raises_on_bad_bytes() -> None:
     assert isinstance(bad, Undecodable) and bad.data == b"\x00not avro"
     wrong = c.loads(codec.encode(REJECTED_EVENT, rejected_undecodable(bad, "t", 0, 7, T0_MS)))
     assert isinstance(wrong, Undecodable) and "expected" in wrong.reason
+
+
+def test_the_agents_topic_schema_makes_every_record_an_event_with_its_key_as_bytes() -> None:
+    """A tombstone (no value) too: Faust's registry gave it as None, which crashed the agent."""
+    app = SimpleNamespace(create_event=lambda key, value, headers, message: (key, value))
+    decode = RecordSchema(RAW_EVENT, codec).compile(app)  # type: ignore[arg-type]
+
+    def event(value: bytes | None) -> Any:
+        message = SimpleNamespace(key=b"\x01k", value=value, headers=[])
+        return asyncio.run(decode(message))
+
+    r = raw(b"{}")
+    r["received_at"] = T0_MS
+    key, value = event(codec.encode(RAW_EVENT, r))
+    assert key == b"\x01k" and value == r
+    for bad in (None, b"\x00not avro"):
+        key, value = event(bad)
+        assert key == b"\x01k"
+        assert isinstance(value, Undecodable) and value.data == (bad or b"")
+    assert "tombstone" in event(None)[1].reason
 
 
 def test_undecodable_rejection_has_a_stable_id() -> None:
