@@ -181,11 +181,12 @@ class RecordSchema(Schema[bytes, Any]):
 
     def compile(self, app: AppT, **_: Any) -> Any:
         """Faust's per-record decode function (``Channel.decode``)."""
-        create_event = app.create_event
+        # What app.create_event builds, its setting read once instead of once per record.
+        event: Any = app.conf.Event
         read = self.codec.read
 
         async def decode(message: Message, *, propagate: bool = False) -> Any:
-            return create_event(message.key, read(message.value), message.headers, message)
+            return event(app, message.key, read(message.value), message.headers, message)
 
         return decode
 

@@ -103,7 +103,8 @@ def test_codec_decodes_records_and_never_raises_on_bad_bytes() -> None:
 
 def test_the_agents_topic_schema_makes_every_record_an_event_with_its_key_as_bytes() -> None:
     """A tombstone (no value) too: Faust's registry gave it as None, which crashed the agent."""
-    app = SimpleNamespace(create_event=lambda key, value, headers, message: (key, value))
+    event = lambda app, key, value, headers, message: (key, value)  # noqa: E731
+    app = SimpleNamespace(conf=SimpleNamespace(Event=event))
     decode = RecordSchema(RAW_EVENT, codec).compile(app)  # type: ignore[arg-type]
 
     def event(value: bytes | None) -> Any:
