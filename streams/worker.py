@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 import faust
+import mode.loop
 import structlog
 
 from eventpipe import dialects, garbage_collection
@@ -85,6 +86,9 @@ def run_worker(settings: Settings) -> None:
     The pipeline's topics are created or checked first (``eventpipe.kafka.ensure_topics``); the
     changelog topics are created here, before Faust starts, so the sentinels can go first.
     """
+    # uvloop before anything makes a loop (the app takes its loop when built): Faust's stream
+    # yields to the loop once per record, and every publish awaits a future.
+    mode.loop.use("uvloop")
     ready_env = os.environ.get(READY_FILE_ENV)
     ready_file = Path(ready_env) if ready_env else None
     if ready_file is not None:
