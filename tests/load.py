@@ -68,14 +68,23 @@ def assert_landed_once(
     assert not from_nowhere, f"{len(from_nowhere)} rows nobody sent: {from_nowhere[:5]}"
 
 
+def dev_settings(stack: Stack) -> Settings:
+    """The settings that name the running ``eventpipe dev``'s broker, topics and worker group."""
+    state = DevState.read(stack.data_dir)
+    assert state is not None, f"no eventpipe dev state in {stack.data_dir}"
+    return Settings(
+        kafka_bootstrap=state.kafka_bootstrap,
+        topic_prefix=state.topic_prefix,
+        worker_id=state.worker_id,
+    )
+
+
 def assert_worker_commits_reach_ends(stack: Stack, timeout_s: float = 30) -> None:
     """The worker group's committed offsets reach the end of every raw partition: after a
     restart or a takeover, commits that crawl behind what was processed make the lag read wrong
     and the next restart read it all again."""
-    state = DevState.read(stack.data_dir)
-    assert state is not None, f"no eventpipe dev state in {stack.data_dir}"
-    settings = Settings(topic_prefix=state.topic_prefix, worker_id=state.worker_id)
-    offsets = Offsets(state.kafka_bootstrap)
+    settings = dev_settings(stack)
+    offsets = Offsets(settings.bootstrap)
     try:
         tps = offsets.partitions([TopicNames.from_settings(settings).raw])
         assert tps, "no events.raw partitions: the check below would hold vacuously"
