@@ -56,6 +56,7 @@ from eventpipe.codec import CLEAN_EVENT, DEDUPE_NOTICE, IDENTITY_LINK
 from eventpipe.errors import InvalidEvent
 from eventpipe.event import clean_record, to_ms
 from eventpipe.identity import identity_key, resolve
+from eventpipe.metrics import labelled
 from eventpipe.suppression import NONE as NO_SUPPRESSIONS
 from eventpipe.suppression import STAGE as SUPPRESSED_STAGE
 from eventpipe.suppression import Suppressions
@@ -200,7 +201,7 @@ class EventAgent:
                 BATCH_SECONDS.observe(time.perf_counter() - started)
                 BATCH_RECORDS.observe(len(events))
                 for outcome, n in counts.items():
-                    PROCESSED.labels(*outcome.split(":")).inc(n)
+                    labelled(PROCESSED, *outcome.split(":")).inc(n)
                 # Between batches: the keys that left the window get their tombstones.
                 partitions = {event.message.partition for event in events}
                 DEDUPE_FORGOTTEN.inc(await self.seen.sweep(self.outbox, partitions))
@@ -247,7 +248,7 @@ class EventAgent:
             self.outbox.reject(out.record)
             counts[f"rejected:{out.record['stage']}"] += 1
             if out.record["stage"] == SUPPRESSED_STAGE:
-                SUPPRESSED.labels("worker").inc()
+                labelled(SUPPRESSED, "worker").inc()
         await self.outbox.flush()  # then the tables have the batch's keys and links
         return counts
 
@@ -273,7 +274,7 @@ class EventAgent:
         if err is not None:
             return err  # a link queued above may still go out: its event is then rejected
         if out.link is not None:
-            LINKS.labels(out.link["status"]).inc()
+            labelled(LINKS, out.link["status"]).inc()
             if out.link["status"] == "conflict":
                 log.info(
                     "identity conflict kept the first link",
