@@ -219,6 +219,19 @@ def run_dev(settings: Settings) -> None:
         )
         ensure_topics(settings)
 
+        # The workers start before ClickHouse is opened and migrated (they never write it): their
+        # start (imports, the suppressions read, the first rebalance) overlaps with that.
+        workers = [WorkerSupervisor(s, _ready_file(s, i)) for i, s in enumerate(worker_settings)]
+        for worker in workers:
+            worker.start()
+            stack.callback(worker.stop)
+        # The worker's consumer group, which the drain reads, is its Faust app id. Imported here
+        # (at start, so a stop cannot fail on it), not at the top: ``eventpipe query`` imports
+        # this module and has no use for Faust.
+        from streams.app import app_id
+
+        worker_group = app_id(settings)
+
         writer = connect(settings.clickhouse_dsn, ca=settings.clickhouse_ca)
         applied = migrate(writer)
         materialize_properties(writer, settings.materialized_properties)
@@ -227,19 +240,6 @@ def run_dev(settings: Settings) -> None:
         # A separate client for reads: chDB keeps per-query settings on the client's session.
         ca = settings.clickhouse_ca
         query = ReadOnlyQuery(connect(settings.clickhouse_dsn, ca=ca), settings)
-
-        # The worker's consumer group, which the drain reads, is its Faust app id. Imported here
-        # (at start, so a stop cannot fail on it), not at the top: ``eventpipe query`` imports
-        # this module and has no use for Faust.
-        from streams.app import app_id
-
-        worker_group = app_id(settings)
-        workers = [WorkerSupervisor(s, _ready_file(s, i)) for i, s in enumerate(worker_settings)]
-        for worker in workers:
-            worker.start()
-            stack.callback(worker.stop)
-        for worker in workers:
-            worker.wait_ready(WORKER_READY_TIMEOUT_S)
 
         stop_sink = threading.Event()
         sink = build_sink(settings, writer)
@@ -269,6 +269,9 @@ def run_dev(settings: Settings) -> None:
         stack.callback(edge.close)
         edge.keys.add(api_key, DEV_PRODUCT, "api")
         publisher, app = edge.publisher, edge.app
+        # Served once the workers are ready: the sink and the edge were built meanwhile.
+        for worker in workers:
+            worker.wait_ready(WORKER_READY_TIMEOUT_S)
 
         url = f"http://{settings.host}:{port}"
         DevState(

@@ -119,9 +119,20 @@ class BulkRecovery(Recovery):
 
 
 class BulkTableManager(TableManager):
-    """Faust's table manager, recovering with :class:`BulkRecovery`."""
+    """Faust's table manager, recovering with :class:`BulkRecovery`, and starting at once.
+
+    Faust's manager sleeps a second before it takes its tables in, for tables an app defines
+    late: the conductor subscribes to nothing until then, so every worker start and restart
+    waited that second. The worker's tables are all added by ``streams.app.create_app``, before
+    the app starts (a table added after this start is refused, as in Faust).
+    """
 
     read_changelog: ReadChangelog | None = None
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
 
     @property
     def recovery(self) -> Recovery:

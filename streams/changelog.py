@@ -172,8 +172,13 @@ class ChangelogReader:
     def done(self) -> bool:
         return not self._left
 
-    def batch(self, max_records: int = 10_000, timeout_s: float = 0.5) -> list[Message]:
-        """The next records within the last offsets, in offset order per partition."""
+    def batch(self, max_records: int = 10_000, timeout_s: float = 0.05) -> list[Message]:
+        """The next records within the last offsets, in offset order per partition.
+
+        ``consume`` returns when it has ``max_records`` or the timeout passed, even once every
+        partition is at its end: a short timeout keeps the last batch of each read from waiting
+        it out (0.5 s held every worker start three times), and a large changelog still comes in
+        full batches (librdkafka fetches ahead)."""
         with self._lock:
             if self._closed:
                 return []

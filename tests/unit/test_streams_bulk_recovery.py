@@ -155,3 +155,34 @@ def test_recovery_reads_each_active_changelog_partition_in_bulk_to_its_highwater
     assert after_first == {key: decode(n) for key, n in expected.items()}
     assert second == {0: 4, 1: 2, 2: -1, 3: -1}
     assert dict(table.data) == {key: decode(n) for key, n in {**expected, b"f": 2002}.items()}
+
+
+def test_the_table_manager_takes_its_tables_in_without_a_fixed_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Faust's manager sleeps a second before it registers its tables, and the conductor
+    subscribes to nothing until then: every worker start and restart waited it. The worker's
+    tables all exist before the app starts, so its manager waits for nothing."""
+    with worker_app("unit.bulk.start.") as (app, _settings):
+        manager = app.tables
+        waits: list[float] = []
+        sleep = manager.sleep
+
+        async def recorded_sleep(seconds: float) -> None:
+            waits.append(seconds)
+            await sleep(seconds)
+
+        monkeypatch.setattr(manager, "sleep", recorded_sleep)
+
+        async def start(_consumer: Any) -> list[str]:
+            await manager.on_start()
+            await manager.wait_until_tables_registered()
+            await manager.recovery.stop()
+            await app.producer.stop()  # it made the changelogs: Tansu stops once it is gone
+            return sorted(manager._changelogs)
+
+        changelogs = on_consumer(app, start)
+    assert waits == []
+    assert changelogs == [
+        f"unit.bulk.start.eventpipe-{t}-changelog" for t in ("dedupe", "identity")
+    ]
