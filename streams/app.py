@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 import faust
-from faust.types import TransportT
+from faust.types import ProducerT, TransportT
 from faust.types.tables import TableManagerT
 from mode import ServiceT
 from mode.utils.objects import cached_property
@@ -59,6 +59,8 @@ class App(faust.App):
       for Faust's web view, which is off (eventpipe's metrics are Prometheus), and it ran five
       times per record (in, stream in and out, out, each table lookup): about 4% of the
       worker's CPU. The consumer still reports end offsets and commits to ``app.monitor``.
+    * ``streams.delivery.ebb_check_without_settings``: the producer-buffer check the conductor
+      makes before every message reads no setting through Faust's registry.
     """
 
     fetch_wait_ms: int | None = None
@@ -84,6 +86,11 @@ class App(faust.App):
         dependencies = super().on_init_dependencies()  # adds the monitor to the sensors
         self.sensors.remove(self.monitor)
         return dependencies
+
+    def _new_producer(self) -> ProducerT:
+        producer = super()._new_producer()
+        delivery.ebb_check_without_settings(producer.buffer)
+        return producer
 
     def _new_transport(self) -> TransportT:
         if self.fetch_wait_ms is None:

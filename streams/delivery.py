@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine, Generator
-from typing import Any
+from typing import Any, cast
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.transport.producer import ProducerBuffer
+from faust.types.transports import ProducerBufferT
 from mode.services import WaitResults
 from mode.utils.queues import ThrowableQueue
 
@@ -121,6 +123,29 @@ class Transport(faust_aiokafka.Transport):
     """The ``kafka://`` transport with :class:`Consumer`; ``streams.app.App`` builds it."""
 
     Consumer = Consumer
+
+
+def ebb_check_without_settings(producer_buffer: ProducerBufferT) -> None:
+    """Faust's conductor awaits ``producer.buffer.wait_until_ebb()`` before every message it
+    delivers, to hold the streams while Faust's producer buffer (``table[key] = value`` writes)
+    is over its limit. Its size reads ``app.conf.producer_threaded`` through Faust's settings
+    registry at each call: 3.4 us a message against 0.3 us for the same test on the same
+    queue, read here once. The worker's tables are written through the outbox, so the buffer
+    stays empty, but the check is kept as it was: over the limit, Faust's own wait runs.
+    A threaded producer keeps Faust's check (its queue comes later)."""
+    buffer = cast(ProducerBuffer, producer_buffer)
+    app = buffer.app
+    if app is None or app.conf.producer_threaded:
+        return
+    faust_wait = buffer.wait_until_ebb
+    pending = buffer.pending._queue  # type: ignore[attr-defined]  # the deque size() counts
+    limit = buffer.max_messages
+
+    async def wait_until_ebb() -> None:
+        if len(pending) > limit:
+            await faust_wait()
+
+    buffer.wait_until_ebb = wait_until_ebb  # type: ignore[method-assign]
 
 
 class RefillQueue(ThrowableQueue[Any]):

@@ -276,3 +276,28 @@ def test_every_stream_of_the_app_gets_this_buffer() -> None:
         assert channel.queue._flow_control is app.flow_control
 
     asyncio.run(main())
+
+
+def test_the_producer_buffer_check_reads_no_setting_and_still_holds_over_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The conductor awaits this check before every message it delivers. Under the limit it
+    returns without reading a setting (Faust's read ``producer_threaded`` through its registry
+    each time); over the limit it still goes to Faust's own wait, the flush, as before."""
+
+    async def main() -> None:
+        app = App("ebb-test", broker="kafka://127.0.0.1:1", store="memory://")
+        buffer = app.producer.buffer
+
+        def no_setting_read(_conf: Any) -> bool:
+            raise AssertionError("the check read a setting")
+
+        with monkeypatch.context() as m:
+            m.setattr(type(app.conf), "producer_threaded", property(no_setting_read))
+            await buffer.wait_until_ebb()  # empty: returns at once
+        buffer.pending._queue.extend([object()] * (buffer.max_messages + 1))  # type: ignore[attr-defined]
+        # Faust's own wait runs: it flushes, and a producer not started cannot.
+        with pytest.raises(RuntimeError, match="Cannot flush: Producer not Running"):
+            await buffer.wait_until_ebb()
+
+    asyncio.run(main())
