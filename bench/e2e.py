@@ -9,6 +9,10 @@ rows queryable in ClickHouse out.
 2. Latency at half that rate: batches of unique external ids sent on a fixed schedule for a
    fixed time; each event's latency is its row's ``inserted_at`` (ClickHouse's ``now64(3)`` at
    insert, i.e. when it became queryable) minus the wall-clock time its batch got the 2xx.
+   Two parts of it get rows of their own, from the records' Kafka timestamps (taken by each
+   producer at ``produce``): the worker's (raw record to clean record: the fetch wait, the
+   batch, the agent) and the sink's (clean record to queryable: the fetch wait, the flush
+   interval, the insert).
 
 3. The saturation again on a second ``eventpipe dev`` with ``EVENTPIPE_DEV_WORKERS=2``, its
    peer the first: the worker is the slowest stage (one Python event loop), so a second worker
@@ -28,9 +32,11 @@ from typing import Any
 
 import httpx
 
+from bench.kafka_io import record_times
 from bench.procs import child_env, process_tree_cpu, run_json, spawn, stop
 from bench.report import StageResult, percentile
 from eventpipe.embedded import free_port
+from eventpipe.topics import CLEAN, RAW
 
 UNLIMITED = 10**9
 TARGET_EVENTS_PER_S = 10_000.0
@@ -39,6 +45,8 @@ TWO_WORKERS = 2
 """The issue's targets for ``eventpipe dev`` on the 2-core machine (information, not a test)."""
 TIMEOUT_S = 240.0
 RESULT_ROWS = 10_000_000
+SPANS = {"worker": "raw record -> clean record", "sink": "clean record -> queryable"}
+"""The parts of the 2xx-to-row time reported on their own (``DevStack.stage_split``)."""
 
 
 class DevStack:
@@ -146,7 +154,25 @@ class DevStack:
             for first, size, t_2xx, _ in ok
             for j in range(first, first + size)
         ]
+        paced["stages"] = self.stage_split(inserted)
         return latencies, paced
+
+    def stage_split(self, inserted: dict[str, Any]) -> dict[str, dict[str, float]]:
+        """Where the 2xx-to-row time goes, by the records' Kafka timestamps (each taken by its
+        producer at ``produce``): the worker from the raw record to its clean one, the sink
+        from the clean record to the row's ``inserted_at``. p50 and p99 in seconds."""
+        state = json.loads((self.data_dir / "dev.json").read_text())
+        bootstrap, prefix = state["kafka_bootstrap"], state["topic_prefix"]
+        ids = set(inserted)
+        raw = record_times(bootstrap, prefix + RAW, ids)
+        clean = record_times(bootstrap, prefix + CLEAN, ids)
+        both = [e for e in ids if e in raw and e in clean]
+        worker = [clean[e] - raw[e] for e in both]
+        sink = [int(inserted[e]) / 1000 - clean[e] for e in both]
+        return {
+            name: {"p50_s": percentile(v, 50), "p99_s": percentile(v, 99), "events": len(v)}
+            for name, v in (("worker", worker), ("sink", sink))
+        }
 
     def warm_up(self) -> None:
         """One event through every stage, so no group join is in a figure."""
@@ -239,4 +265,9 @@ def run(
         ),
         StageResult(f"e2e: 2xx -> queryable p50 @ {rate:.0f}/s", p50, "s"),
         StageResult(f"e2e: 2xx -> queryable p99 @ {rate:.0f}/s", p99, "s", max_figure=TARGET_P99_S),
+        *(
+            StageResult(f"e2e: {span} ({stage}) {pct}", paced["stages"][stage][f"{pct}_s"], "s")
+            for stage, span in SPANS.items()
+            for pct in ("p50", "p99")
+        ),
     ], {}

@@ -93,3 +93,31 @@ class Watcher:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def record_times(
+    bootstrap: str, topic: str, ids: set[str], timeout_s: float = 60.0
+) -> dict[str, float]:
+    """The Kafka timestamp (seconds; the producer's time at ``produce``) of each record of
+    ``topic`` whose ``external_id`` is in ``ids``, read from the beginning until every one was
+    seen or ``timeout_s`` passed (then the ones seen)."""
+    codec = AvroCodec()
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "bench-times", "enable.auto.commit": False}
+    )
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    times: dict[str, float] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(times) < len(ids) and time.monotonic() < deadline:
+            for msg in consumer.consume(10_000, 0.2):
+                if msg.error() is not None or msg.value() is None:
+                    continue
+                _, record = codec.decode(msg.value() or b"", millis=True)
+                external_id = record.get("external_id")
+                if external_id in ids:
+                    times.setdefault(external_id, msg.timestamp()[1] / 1000)
+    finally:
+        consumer.close()
+    return times
