@@ -36,7 +36,8 @@ from bench.kafka_io import record_times
 from bench.procs import child_env, process_tree_cpu, run_json, spawn, stop
 from bench.report import StageResult, percentile
 from eventpipe.embedded import free_port
-from eventpipe.topics import CLEAN, RAW
+from eventpipe.settings import Settings
+from eventpipe.topics import TopicNames
 
 UNLIMITED = 10**9
 TARGET_EVENTS_PER_S = 10_000.0
@@ -161,11 +162,15 @@ class DevStack:
         """Where the 2xx-to-row time goes, by the records' Kafka timestamps (each taken by its
         producer at ``produce``): the worker from the raw record to its clean one, the sink
         from the clean record to the row's ``inserted_at``. p50 and p99 in seconds."""
-        state = json.loads((self.data_dir / "dev.json").read_text())
-        bootstrap, prefix = state["kafka_bootstrap"], state["topic_prefix"]
+        from launch.dev import DevState  # as bench.procs.join_dev: keep the launch import lazy
+
+        state = DevState.read(self.data_dir)
+        if state is None:
+            raise RuntimeError(f"no eventpipe dev runs with data dir {self.data_dir}")
+        names = TopicNames.from_settings(Settings(topic_prefix=state.topic_prefix))
         ids = set(inserted)
-        raw = record_times(bootstrap, prefix + RAW, ids)
-        clean = record_times(bootstrap, prefix + CLEAN, ids)
+        raw = record_times(state.kafka_bootstrap, names.raw, ids)
+        clean = record_times(state.kafka_bootstrap, names.clean, ids)
         both = [e for e in ids if e in raw and e in clean]
         worker = [clean[e] - raw[e] for e in both]
         sink = [int(inserted[e]) / 1000 - clean[e] for e in both]

@@ -40,6 +40,20 @@ def fill(
     return n
 
 
+def from_beginning(
+    bootstrap: str, group: str, topic: str, partitions: Iterable[int] | None = None, **conf: Any
+) -> Consumer:
+    """A consumer assigned ``partitions`` of ``topic`` (default: all of them) from their first
+    record; it never commits (``group`` is only the name librdkafka requires)."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False, **conf}
+    )
+    if partitions is None:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    return consumer
+
+
 TAIL_SHARE = 0.99
 STALL_S = 3.0
 
@@ -48,16 +62,8 @@ class Watcher:
     """Counts records arriving on a topic (all partitions, from the beginning) with their times."""
 
     def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": "bench-watcher",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 10,
-            }
-        )
-        self.consumer.assign(
-            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]
+        self.consumer = from_beginning(
+            bootstrap, "bench-watcher", topic, range(partitions), **{"fetch.wait.max.ms": 10}
         )
         self.count = 0
         self.first: float | None = None
@@ -102,11 +108,7 @@ def record_times(
     ``topic`` whose ``external_id`` is in ``ids``, read from the beginning until every one was
     seen or ``timeout_s`` passed (then the ones seen)."""
     codec = AvroCodec()
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "bench-times", "enable.auto.commit": False}
-    )
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    consumer = from_beginning(bootstrap, "bench-times", topic)
     times: dict[str, float] = {}
     deadline = time.monotonic() + timeout_s
     try:
