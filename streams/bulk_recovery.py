@@ -40,6 +40,11 @@ from eventpipe import garbage_collection
 
 log = structlog.get_logger(__name__)
 
+FIXES_FAUST_VERSION = "0.15.3"
+"""The faust-streaming release whose ``Recovery._build_offsets`` and ``TableManager.on_start``
+(copied without its 1 s sleep) this was written against: a test fails when the installed one
+differs, so both are re-checked on an upgrade."""
+
 ReadChangelog = Callable[
     [str, Mapping[int, int], Mapping[int, int], float], AsyncGenerator[list[Message], None]
 ]

@@ -18,7 +18,7 @@ from eventpipe.embedded import TansuBroker
 from eventpipe.kafka import consumer_config, producer_config
 from eventpipe.publisher import KafkaPublisher, publisher_for
 from eventpipe.settings import Settings
-from streams import delivery, fetchwait, recovery, take
+from streams import bulk_recovery, delivery, fetchwait, recovery, take
 from streams.app import create_app
 from streams.changelog import prepare_changelogs
 
@@ -99,7 +99,7 @@ def test_faust_monitor_is_off_the_per_record_path(apps: dict[BrokerProfile, faus
         assert app.monitor is not None
 
 
-@pytest.mark.parametrize("patch", [recovery, fetchwait, delivery, take])
+@pytest.mark.parametrize("patch", [recovery, fetchwait, delivery, take, bulk_recovery])
 def test_faust_patches_match_the_installed_faust(patch: Any) -> None:
     """Upgrading faust-streaming fails this: re-check the patch against the new release (is the
     bug still there? does the patched method still exist?), then move the version."""
