@@ -135,7 +135,15 @@ def test_the_seek_keeps_what_was_read_while_it_awaited_the_broker() -> None:
         read, moved = TP("unit.seek.raw", 0), TP("unit.seek.raw", 1)
 
         async def seek(consumer: Any) -> tuple[dict[TP, int | None], dict[TP, int | None]]:
-            consumer._thread._ensure_consumer().assign({read, moved})
+            kafka = consumer._thread._ensure_consumer()
+
+            # In the consumer's thread, as Faust's calls are: assigned from the test's loop,
+            # aiokafka made its commit-refresh task there, and stopping the consumer in its own
+            # thread then failed now and then on "a Future attached to a different loop".
+            async def assign() -> None:
+                kafka.assign({read, moved})
+
+            await consumer._thread.call_thread(assign)
             consumer._read_offset[moved] = 50
 
             async def deliver() -> None:  # runs once the seek is waiting for the broker
